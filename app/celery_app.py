@@ -1,0 +1,54 @@
+"""The Celery app every scalejob process shares: ``celery -A app.celery_app worker`` works.
+
+The settings here are a contract (DESIGN.md): a worker takes a task only when it has a free
+slot (acks_late + prefetch 1 + disable_prefetch on Redis), a task whose worker died is
+redelivered, and only JSON is ever accepted, so a pickle message cannot run code.
+The broker URL is resolved lazily, so importing this module never starts a Redis by itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from app.connections import endpoints, is_redis_url
+from app.settings import get_settings
+
+
+def celery_config(broker_url: str, visibility_timeout: int) -> dict[str, Any]:
+    """The Celery settings of a scalejob process for ``broker_url``."""
+    return {
+        "broker_url": broker_url,
+        "result_backend": None,
+        "task_ignore_result": True,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_disable_prefetch": is_redis_url(broker_url),
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "event_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "task_default_queue": "scalejob.default",
+        "task_create_missing_queues": True,
+        "broker_transport_options": {"visibility_timeout": visibility_timeout},
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,
+        "broker_channel_error_retry": True,
+        "worker_hijack_root_logger": False,
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
+        "worker_enable_remote_control": True,
+    }
+
+
+def _lazy_defaults() -> dict[str, Any]:
+    return celery_config(endpoints().broker_url, get_settings().visibility_timeout)
+
+
+celery_app = Celery("scalejob", include=["workers.tasks"])
+celery_app.add_defaults(_lazy_defaults)
+app = celery_app  # `celery -A app.celery_app` looks for `app` or `celery`

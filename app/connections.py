@@ -1,0 +1,60 @@
+"""Where the broker and the state Redis are, and clients for them.
+
+Resolution order: explicit ``broker_url`` / ``redis_url`` settings; a Redis broker doubles as
+the state store; with neither set, the embedded Redis of the data dir (started on first use).
+An ``amqp://`` broker still needs a Redis for state: ``redis_url`` or the embedded one.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import redis
+
+from app.embedded import ensure_embedded
+from app.settings import Settings, get_settings
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """The resolved URLs of one process."""
+
+    broker_url: str
+    redis_url: str
+
+    @property
+    def broker_is_redis(self) -> bool:
+        return is_redis_url(self.broker_url)
+
+
+def is_redis_url(url: str) -> bool:
+    return url.startswith(("redis://", "rediss://", "unix://", "redis+socket://"))
+
+
+def resolve(settings: Settings) -> Endpoints:
+    """Turn settings into concrete URLs, starting the embedded Redis when needed."""
+    broker, state = settings.broker_url, settings.redis_url
+    if not state and broker and is_redis_url(broker):
+        state = broker
+    if not state:
+        state = ensure_embedded(settings.data_dir, settings.embedded_appendfsync).url
+    if not broker:
+        broker = state
+    return Endpoints(broker_url=broker, redis_url=state)
+
+
+@functools.lru_cache(maxsize=1)
+def endpoints() -> Endpoints:
+    """This process's endpoints (resolved once)."""
+    return resolve(get_settings())
+
+
+@functools.lru_cache(maxsize=4)
+def _client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_keepalive=True, health_check_interval=10, retry_on_timeout=True)
+
+
+def state_redis() -> redis.Redis:
+    """A shared client of the state Redis (thread-safe connection pool)."""
+    return _client(endpoints().redis_url)

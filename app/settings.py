@@ -1,0 +1,44 @@
+"""All of scalejob's configuration in one typed object.
+
+Every field has an environment twin with the prefix ``SCALEJOB_`` (``SCALEJOB_BROKER_URL``,
+``SCALEJOB_REDIS_URL``, ``SCALEJOB_DATA_DIR`` ...). Settings are read once per process by
+:func:`get_settings` and passed down; nothing else reads ``os.environ`` for configuration.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Process-wide settings; empty URLs mean "use the embedded Redis"."""
+
+    model_config = SettingsConfigDict(env_prefix="SCALEJOB_", extra="ignore")
+
+    broker_url: str = Field("", description="Celery broker (redis://, rediss://, amqp://); empty = embedded Redis")
+    redis_url: str = Field("", description="State Redis (records, output queues, registry); empty = broker if Redis, else embedded")
+    data_dir: Path = Field(Path(".scalejob"), description="Embedded Redis files, worker logs, storage dirs")
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    admin_token: SecretStr = Field(SecretStr(""), description="Token for /api/services; empty = generated on `scalejob up`")
+
+    visibility_timeout: int = Field(24 * 3600, description="Redis broker redelivery timeout, longer than the longest task")
+    embedded_appendfsync: Literal["everysec", "always"] = "everysec"
+
+    heartbeat_interval: float = Field(1.0, description="Worker registry heartbeat period (s)")
+    heartbeat_ttl: float = Field(5.0, description="A worker whose heartbeat is older than this is dead")
+    poll_interval: float = Field(0.5, description="Autoscaler tick (s)")
+    record_ttl: int = Field(7 * 24 * 3600, description="How long request records are kept (s)")
+    sink_maxlen: int = Field(100_000, description="Approximate cap of each output queue (entries)")
+    key_prefix: str = Field("scalejob", description="Prefix of every Redis key scalejob owns")
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The settings of this process, read from the environment once."""
+    return Settings()

@@ -1,0 +1,156 @@
+"""A worker is an *instance*: init commands once, the user app supervised, then tasks in a loop.
+
+``scalejob worker SERVICE`` calls :func:`run_worker`: it loads the spec, runs ``init_commands``
+(a failure exits non-zero with the command's output before any task is taken), starts the user
+app of a query service and waits for its port, then runs a Celery worker with the threads pool
+(``rpc.worker_threads`` slots) on the queue ``scalejob.<service>``. Threads, not prefork: the
+consumer stays responsive to control commands (``cancel_consumer``, ``shutdown``) while tasks
+run, and warm shutdown waits for running tasks by joining the pool.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
+
+from app import keys, services
+from app.connections import state_redis
+from app.settings import get_settings
+from app.specs import ServiceSpec
+from workers.registry import Heartbeat
+from workers.userapp import UserApp
+
+log = logging.getLogger(__name__)
+
+
+class InitFailed(RuntimeError):
+    """An init command exited non-zero."""
+
+
+@dataclass
+class Instance:
+    """What one worker process knows about itself."""
+
+    spec: ServiceSpec
+    name: str
+    storage: Path
+    env: dict[str, str]
+    user_app: UserApp | None = None
+    heartbeat: Heartbeat | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+current: Instance | None = None
+
+
+def base_env(spec: ServiceSpec) -> dict[str, str]:
+    """The environment of the service's processes: this worker's env plus the spec's."""
+    env = dict(os.environ)
+    env.update(spec.app.env_dict())
+    env["SCALEJOB_SERVICE"] = spec.name
+    return env
+
+
+def run_init_commands(spec: ServiceSpec, cwd: Path, env: dict[str, str]) -> None:
+    """Run each init command once, in order; raise :class:`InitFailed` with its output."""
+    cwd.mkdir(parents=True, exist_ok=True)
+    for cmd in spec.app.init_commands:
+        proc = subprocess.run(["/bin/sh", "-c", cmd], cwd=cwd, env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            out = (proc.stdout + proc.stderr).strip()[-4000:]
+            raise InitFailed(f"init command {cmd!r} exited with code {proc.returncode}:\n{out}")
+
+
+def worker_name(service: str) -> str:
+    return f"{service}-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
+
+
+def prepare(spec: ServiceSpec, name: str) -> Instance:
+    """Init commands and user app: everything that must be ready before the first task."""
+    settings = get_settings()
+    storage = spec.storage_dir(settings.data_dir).resolve()
+    env = base_env(spec)
+    run_init_commands(spec, storage, env)
+    inst = Instance(spec=spec, name=name, storage=storage, env=env)
+    if spec.app.command and spec.app.port:
+        log_path = settings.data_dir.resolve() / "logs" / f"{name.split('@')[0]}.app.log"
+        inst.user_app = UserApp(spec.app.command, spec.app.port, Path.cwd(), env, log_path)  # paths in the command are relative to where scalejob runs
+        inst.user_app.start()
+    return inst
+
+
+def instance_for(service: str, name: str) -> Instance:
+    """The current instance, or one built from the registry for plain ``celery worker`` use."""
+    global current
+    if current is None or current.spec.name != service:
+        spec = services.get(state_redis(), service)
+        settings = get_settings()
+        current = Instance(spec=spec, name=name, storage=spec.storage_dir(settings.data_dir).resolve(), env=base_env(spec))
+    return current
+
+
+@worker_ready.connect
+def _on_ready(sender: object = None, **_: object) -> None:
+    if current is None:
+        return
+    hb = Heartbeat(state_redis(), current.name, current.spec.name, state=current.extra.get("state", "idle"))
+    current.heartbeat = hb
+    hb.start()
+
+
+@worker_shutting_down.connect
+def _on_shutting_down(**_: object) -> None:
+    if current is not None and current.heartbeat is not None:
+        current.heartbeat.set_state("draining")
+
+
+@worker_shutdown.connect
+def _on_shutdown(**_: object) -> None:
+    if current is None:
+        return
+    if current.heartbeat is not None:
+        current.heartbeat.stop()
+    if current.user_app is not None:
+        current.user_app.stop()
+
+
+def run_worker(service: str, name: str | None = None, loglevel: str = "INFO", standby: bool = False) -> int:
+    """Run one instance of ``service`` until it is shut down; returns the exit code."""
+    global current
+    from app.celery_app import celery_app
+
+    spec = services.get(state_redis(), service)
+    name = name or worker_name(service)
+    try:
+        current = prepare(spec, name)
+    except (InitFailed, Exception) as exc:  # noqa: BLE001 - any init failure: exit before a task
+        print(f"scalejob worker {service}: {exc}", file=sys.stderr)
+        return 3
+    queue = keys.celery_queue(service) if not standby else f"{keys.celery_queue(service)}.standby"
+    current.extra["state"] = "standby" if standby else "idle"
+    argv = [
+        "worker",
+        f"--hostname={name}",
+        f"--queues={queue}",
+        "--pool=threads",
+        f"--concurrency={spec.metadata.rpc_worker_threads}",
+        f"--loglevel={loglevel}",
+        "--without-mingle",
+        "--without-gossip",
+    ]
+    try:
+        celery_app.worker_main(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    finally:
+        if current.user_app is not None:
+            current.user_app.stop()
+    return 0

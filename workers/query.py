@@ -1,0 +1,63 @@
+"""Running a ``query`` task: POST the payload to the user app this instance supervises.
+
+Connection errors (the app is restarting, not yet listening) are retried a bounded number of
+times with backoff; after that the task fails with a message that says so. The response body is
+kept byte-exact: base64 in the result JSON, raw bytes in the output queue.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from dataclasses import dataclass
+
+import httpx
+
+
+class UserAppUnavailable(RuntimeError):
+    """The user app did not accept the request after all retries."""
+
+
+@dataclass
+class QueryOutcome:
+    status: int
+    body: bytes
+    duration: float
+    attempts: int
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    def as_result(self) -> dict[str, object]:
+        return {
+            "status": self.status,
+            "body_b64": base64.b64encode(self.body).decode(),
+            "duration": round(self.duration, 3),
+            "attempts": self.attempts,
+        }
+
+
+def run_query(
+    port: int,
+    path: str,
+    payload: bytes,
+    headers: dict[str, str],
+    timeout: float | None = None,
+    retries: int = 5,
+    backoff: float = 0.5,
+) -> QueryOutcome:
+    """POST once the app accepts connections; raise :class:`UserAppUnavailable` when it never does."""
+    url = f"http://127.0.0.1:{port}/{path.lstrip('/')}"
+    started = time.monotonic()
+    last: Exception | None = None
+    for attempt in range(1, retries + 2):
+        try:
+            with httpx.Client(timeout=httpx.Timeout(timeout, connect=5.0)) as client:
+                resp = client.post(url, content=payload, headers=headers)
+            return QueryOutcome(resp.status_code, resp.content, time.monotonic() - started, attempt)
+        except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as exc:
+            last = exc
+            if attempt <= retries:
+                time.sleep(min(backoff * 2 ** (attempt - 1), 5.0))
+    raise UserAppUnavailable(f"user app at {url} unavailable after {retries + 1} attempts: {last!r}")

@@ -1,0 +1,176 @@
+"""The two Celery tasks: ``scalejob.command`` (training) and ``scalejob.query`` (inference).
+
+Both take keyword arguments only, so any Celery client can call them::
+
+    celery_app.send_task("scalejob.command", kwargs={"service": "train", "payload": "python t.py"},
+                         queue="scalejob.train")
+
+``request_id`` defaults to the Celery task id. Each run takes the request's lease first, so a
+second delivery of the same request (broker redelivery, recovery re-enqueue) never runs beside
+the first; exactly one terminal message (``result`` or ``error``) reaches the output queue.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import tempfile
+import time
+from typing import Any
+
+import redis
+from celery import Task
+
+from app import keys, records, sink
+from app.celery_app import celery_app
+from app.connections import state_redis
+from workers import registry
+from workers.command import RateLimiter, run_command
+from workers.instance import Instance, instance_for
+from workers.query import UserAppUnavailable, run_query
+
+log = logging.getLogger(__name__)
+
+
+def decode_payload(payload: str | None, payload_b64: str | None) -> bytes:
+    if payload_b64 is not None:
+        return base64.b64decode(payload_b64)
+    return (payload or "").encode()
+
+
+class Progress:
+    """Writes progress to the record and the request's events, only when it changes."""
+
+    def __init__(self, r: redis.Redis, inst: Instance, request_id: str, to_sink: bool) -> None:
+        self.r, self.inst, self.request_id, self.to_sink = r, inst, request_id, to_sink
+        self.last: float | None = None
+
+    def __call__(self, value: float) -> None:
+        value = round(value, 1)
+        if value == self.last:
+            return
+        self.last = value
+        records.set_progress(self.r, self.request_id, value)
+        sink.emit(self.r, self.inst.spec.name, self.request_id, "progress", f"{value:g}".encode(), to_sink=self.to_sink)
+
+
+def _finish(r: redis.Redis, inst: Instance, request_id: str, state: str, data: bytes, result: Any, error: str | None, tags: dict[str, str]) -> None:
+    if records.finish(r, request_id, state, result=result, error=error):
+        kind = "result" if state == "succeeded" else "error"
+        sink.emit(r, inst.spec.name, request_id, kind, data, {"state": state, **tags})
+
+
+def _command(r: redis.Redis, inst: Instance, request_id: str, payload: bytes) -> None:
+    spec = inst.spec
+    try:
+        command = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        msg = "command payload is not valid UTF-8"
+        _finish(r, inst, request_id, "failed", msg.encode(), None, msg, {})
+        return
+    to_queue = spec.write_logs_to_queue("command")
+    limiter = RateLimiter(spec.scalable_job.log_lines_per_second)
+    progress = Progress(r, inst, request_id, to_queue)
+    fd, progress_file = tempfile.mkstemp(prefix=f"scalejob-{request_id}-", suffix=".progress")
+    os.close(fd)
+    env = {**inst.env, "SCALEJOB_REQUEST_ID": request_id, "SCALEJOB_PROGRESS_FILE": progress_file}
+
+    def on_line(line: str) -> None:
+        if limiter.allow():
+            stamped = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {line}"
+            sink.emit(r, spec.name, request_id, "log", stamped.encode(), to_sink=to_queue)
+
+    def should_stop() -> str | None:
+        try:
+            text = open(progress_file).read().strip().rstrip("%")
+            if text:
+                progress(float(text))
+        except (OSError, ValueError):
+            pass
+        return "cancelled" if r.hget(keys.request(request_id), "cancel") == b"1" else None
+
+    try:
+        outcome = run_command(
+            command, inst.storage, env, on_line, progress, should_stop,
+            progress_pattern=spec.scalable_job.progress_pattern, max_runtime=spec.metadata.max_runtime,
+        )
+    finally:
+        os.unlink(progress_file)
+    result = outcome.as_result()
+    if limiter.dropped:
+        result["log_lines_dropped"] = limiter.dropped
+    data = json.dumps(result).encode()
+    if outcome.stopped_reason == "cancelled":
+        _finish(r, inst, request_id, "cancelled", data, result, "cancelled by user", {})
+    elif outcome.stopped_reason == "max_runtime":
+        err = f"exceeded max_runtime of {spec.metadata.max_runtime:g}s; the command was terminated"
+        _finish(r, inst, request_id, "failed", data, result, err, {})
+    elif outcome.exit_code == 0:
+        _finish(r, inst, request_id, "succeeded", data, result, None, {})
+    else:
+        _finish(r, inst, request_id, "failed", data, result, f"command exited with code {outcome.exit_code}", {})
+
+
+def _query(r: redis.Redis, inst: Instance, request_id: str, payload: bytes) -> None:
+    app = inst.spec.app
+    if not app.port:
+        msg = f"service {inst.spec.name} has no containers[0].port: it cannot run query tasks"
+        _finish(r, inst, request_id, "failed", msg.encode(), None, msg, {})
+        return
+    headers = {**app.headers, "X-Scalejob-Request-Id": request_id}
+    try:
+        out = run_query(app.port, app.path, payload, headers)
+    except UserAppUnavailable as exc:
+        _finish(r, inst, request_id, "failed", str(exc).encode(), None, str(exc), {})
+        return
+    if r.hget(keys.request(request_id), "cancel") == b"1":
+        _finish(r, inst, request_id, "cancelled", b"", None, "cancelled by user", {})
+        return
+    state = "succeeded" if out.ok else "failed"
+    error = None if out.ok else f"user app answered HTTP {out.status}"
+    _finish(r, inst, request_id, state, out.body, out.as_result(), error, {"statusCode": str(out.status)})
+
+
+def execute(task: Task, kind: str, service: str, payload: str | None, payload_b64: str | None, request_id: str | None) -> str:
+    """Run one request on this instance; returns how it ended (for logs and Flower)."""
+    r = state_redis()
+    request_id = request_id or task.request.id
+    worker = task.request.hostname or "unknown"
+    records.ensure(r, request_id, service, kind)
+    if not r.hexists(keys.request(request_id), "message"):
+        kwargs = {"service": service, "payload": payload, "payload_b64": payload_b64, "request_id": request_id}
+        records.remember_message(r, request_id, f"scalejob.{kind}", kwargs, keys.celery_queue(service))
+    started = records.start(r, request_id, worker)
+    if started == records.DUPLICATE:
+        log.warning("request %s: another worker holds its lease; this delivery is a duplicate and is dropped", request_id)
+        return "duplicate"
+    if started == records.FINISHED_OR_CANCELLED:
+        rec = records.get(r, request_id)
+        if rec is not None and rec.cancel_requested and not rec.done:
+            _finish(r, instance_for(service, worker), request_id, "cancelled", b"", None, "cancelled before it started", {})
+        return "skipped"
+    inst = instance_for(service, worker)
+    registry.task_started(r, inst.name if inst.heartbeat else worker, request_id)
+    try:
+        (_command if kind == "command" else _query)(r, inst, request_id, decode_payload(payload, payload_b64))
+    except Exception as exc:  # noqa: BLE001 - a bug here must fail the request, not lose it
+        log.exception("request %s crashed", request_id)
+        _finish(r, inst, request_id, "failed", str(exc).encode(), None, f"internal error: {exc!r}", {})
+    finally:
+        registry.task_finished(r, inst.name if inst.heartbeat else worker, request_id)
+        records.release(r, request_id, worker)
+    return records.get(r, request_id).state  # type: ignore[union-attr]
+
+
+@celery_app.task(name="scalejob.command", bind=True)
+def command(self: Task, service: str, payload: str | None = None, payload_b64: str | None = None, request_id: str | None = None, **_: Any) -> str:
+    """Run a shell command (training job) on an instance of ``service``."""
+    return execute(self, "command", service, payload, payload_b64, request_id)
+
+
+@celery_app.task(name="scalejob.query", bind=True)
+def query(self: Task, service: str, payload: str | None = None, payload_b64: str | None = None, request_id: str | None = None, **_: Any) -> str:
+    """Forward a request body to the user app of ``service`` (inference)."""
+    return execute(self, "query", service, payload, payload_b64, request_id)
