@@ -1,0 +1,176 @@
+"""Fixtures that start real things: Redis (the machine's, or the embedded one), worker processes.
+
+Isolation: each test gets its own key prefix and service names (unique per test), and each
+pytest session its own Redis DB (``SCALEJOB_TEST_DB``, default 1), so tests can't see each
+other. ``SCALEJOB_TEST_BROKER=amqp`` runs the same tests with RabbitMQ as the Celery broker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from tests.helpers import ROOT, Proc, python_argv, wait_for
+
+MACHINE_REDIS = "redis://127.0.0.1:6379"
+AMQP_URL = os.environ.get("SCALEJOB_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
+
+
+def _reachable(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+def amqp_reachable() -> bool:
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", 5672), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def reset_caches() -> None:
+    """Forget per-process cached settings and clients after the environment changed."""
+    from app import connections
+    from app.settings import get_settings
+
+    get_settings.cache_clear()
+    connections.endpoints.cache_clear()
+    connections._client.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def redis_base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The Redis the tests use: the machine's on 6379 when it answers, else an embedded one."""
+    db = int(os.environ.get("SCALEJOB_TEST_DB", "1"))
+    if _reachable(MACHINE_REDIS):
+        yield f"{MACHINE_REDIS}/{db}"
+        return
+    from app.embedded import ensure_embedded, stop_embedded
+
+    server = ensure_embedded(tmp_path_factory.mktemp("embedded"))
+    yield f"redis://127.0.0.1:{server.port}/{db}"
+    stop_embedded(server)
+
+
+@pytest.fixture(scope="session")
+def broker_url(redis_base: str) -> str:
+    if os.environ.get("SCALEJOB_TEST_BROKER") == "amqp":
+        if not amqp_reachable():
+            pytest.skip("SCALEJOB_TEST_BROKER=amqp but no RabbitMQ answers on 127.0.0.1:5672")
+        return AMQP_URL
+    return redis_base
+
+
+class Stack:
+    """One test's scalejob world: env, a Redis client, spec deploys and worker processes."""
+
+    def __init__(self, tmp: Path, redis_url: str, broker_url: str, prefix: str) -> None:
+        self.tmp, self.redis_url, self.broker_url, self.prefix = tmp, redis_url, broker_url, prefix
+        self.env = {
+            **os.environ,
+            "SCALEJOB_BROKER_URL": broker_url,
+            "SCALEJOB_REDIS_URL": redis_url,
+            "SCALEJOB_KEY_PREFIX": prefix,
+            "SCALEJOB_DATA_DIR": str(tmp / "data"),
+            "PYTHONPATH": str(ROOT),
+        }
+        self.r = redis.Redis.from_url(redis_url)
+        self.procs: list[Proc] = []
+
+    def service_name(self, base: str = "svc") -> str:
+        return f"{base}-{uuid.uuid4().hex[:6]}"
+
+    def deploy(self, spec: dict[str, Any]) -> Any:
+        from app import services
+        from app.specs import parse_spec
+
+        parsed = parse_spec(spec)
+        services.save(self.r, parsed)
+        return parsed
+
+    def command_spec(self, name: str | None = None, **metadata: Any) -> dict[str, Any]:
+        return {"metadata": {"name": name or self.service_name("cmd"), **metadata}}
+
+    def start_worker(self, service: str, *extra: str, env: dict[str, str] | None = None, name: str | None = None) -> Proc:
+        argv = python_argv("-m", "app.cli", "worker", service, "--loglevel", "INFO", *extra)
+        if name:
+            argv += ["--name", name]
+        log = self.tmp / f"worker-{len(self.procs)}.log"
+        proc = Proc(argv, {**self.env, **(env or {})}, log)
+        self.procs.append(proc)
+        return proc
+
+    def workers(self, service: str) -> list[Any]:
+        from workers.registry import list_workers
+
+        return list_workers(self.r, service)
+
+    def wait_workers(self, service: str, n: int, state: str | None = None, timeout: float = 30) -> list[Any]:
+        def ready() -> list[Any] | None:
+            ws = [w for w in self.workers(service) if state is None or w.state == state]
+            return ws if len(ws) >= n else None
+
+        return wait_for(ready, timeout, what=f"{n} {state or ''} workers of {service}")
+
+    def put(self, spec: Any, task_type: str, payload: bytes | str, **kw: Any) -> str:
+        from app.inqueue import put
+
+        data = payload.encode() if isinstance(payload, str) else payload
+        return put(self.r, spec, task_type, data, **kw)[1]
+
+    def record(self, request_id: str) -> Any:
+        from app import records
+
+        return records.get(self.r, request_id)
+
+    def wait_done(self, request_id: str, timeout: float = 30) -> Any:
+        return wait_for(lambda: (rec := self.record(request_id)) and rec.done and rec, timeout, what=f"request {request_id} to finish")
+
+    def sink(self, service: str) -> list[Any]:
+        from app import sink
+
+        return sink.read(self.r, service, 0, 100_000)
+
+    def close(self) -> None:
+        for p in self.procs:
+            p.kill_tree()
+
+
+@pytest.fixture
+def stack(tmp_path: Path, redis_base: str, broker_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+    prefix = f"sjt{uuid.uuid4().hex[:8]}"
+    s = Stack(tmp_path, redis_base, broker_url, prefix)
+    for k in ("SCALEJOB_BROKER_URL", "SCALEJOB_REDIS_URL", "SCALEJOB_KEY_PREFIX", "SCALEJOB_DATA_DIR"):
+        monkeypatch.setenv(k, s.env[k])
+    reset_caches()
+    _point_celery_at(broker_url)
+    yield s
+    s.close()
+    reset_caches()
+
+
+def _point_celery_at(broker_url: str) -> None:
+    """The test process sends tasks too: make the shared Celery app use this session's broker."""
+    from app.celery_app import celery_app, celery_config
+    from app.settings import get_settings
+
+    if celery_app.conf.broker_url != broker_url:
+        celery_app.conf.update(celery_config(broker_url, get_settings().visibility_timeout))
+        celery_app.pool.force_close_all()
+        celery_app._pool = None
+
+
+def dump(obj: Any) -> str:
+    return json.dumps(obj, default=str, indent=1)
