@@ -92,4 +92,10 @@ def autoscaler_lock() -> str:
 
 
 def decisions(service: str) -> str:
-    return f"{_p()}:{service}:decisions"
+    return f"{_p()}:{service}:decisions"  # list of decision JSON, newest first (LPUSH + LTRIM)
+
+
+# autoscale/backends/local.py — processes the local backend started, so a restarted autoscaler adopts them
+def local_workers() -> str:
+    return f"{_p()}:autoscaler:local"  # hash worker name -> {"pid", "host", "service", "standby", "log"} JSON
+
