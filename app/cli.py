@@ -123,6 +123,104 @@ def demo() -> None:
     raise typer.Exit(run_demo(console))
 
 
+@cli.command()
+def api(
+    host: Optional[str] = typer.Option(None, help="Bind address (default: SCALEJOB_API_HOST, 127.0.0.1)"),
+    port: Optional[int] = typer.Option(None, help="Port (default: SCALEJOB_API_PORT, 8000)"),
+    log_level: str = typer.Option("info", help="uvicorn log level"),
+    workers: int = typer.Option(1, help="uvicorn worker processes (one per core for the highest put rate)"),
+) -> None:
+    """Run the HTTP ingress (EAS queue-service compatible) with uvicorn.
+
+    Example: SCALEJOB_ADMIN_TOKEN=secret scalejob api --port 8000
+    """
+    import uvicorn
+
+    from app.settings import get_settings
+
+    s = get_settings()
+    uvicorn.run("app.api:app", host=host or s.api_host, port=port or s.api_port, log_level=log_level, ws="websockets-sansio", workers=workers)
+
+
+from app.cli_ops import register as _register_ops  # noqa: E402 - services, delete, token, spec-schema, flower
+
+_register_ops(cli, fail, _redis)
+
+
+@cli.command()
+def autoscale(
+    celery_app: Optional[str] = typer.Option(None, "--celery-app", help="Scale a plain Celery project instead: module:app"),
+    queue: Optional[str] = typer.Option(None, help="With --celery-app: the queue to scale on"),
+    worker_cmd: Optional[str] = typer.Option(None, "--worker-cmd", help="With --celery-app: the worker command (scalejob adds -n NAME)"),
+    min_workers: int = typer.Option(0, "--min", help="With --celery-app: fewest workers"),
+    max_workers: int = typer.Option(8, "--max", help="With --celery-app: most workers"),
+    avg_waiting_length: float = typer.Option(2.0, "--avg-waiting-length", help="With --celery-app: tasks per worker"),
+    grace: float = typer.Option(60.0, help="With --celery-app: seconds of zero load before scaling to zero"),
+    stabilization: float = typer.Option(1.0, help="With --celery-app: scale-down stabilization window (s)"),
+    metrics_port: Optional[int] = typer.Option(None, "--metrics-port", help="Serve Prometheus metrics on this port"),
+    fork: bool = typer.Option(True, help="Fork new scalejob workers from a pre-imported template (--no-fork: fresh processes)"),
+) -> None:
+    """Run the autoscaler: workers follow the queue depth, scale-in never kills a running task.
+
+    Examples: scalejob autoscale
+              scalejob autoscale --celery-app proj.celery:app --queue images --worker-cmd "celery -A proj.celery worker -Q images -c 1" --min 0 --max 8
+    """
+    import logging
+
+    from app.settings import get_settings
+    from autoscale.main import celery_autoscaler, scalejob_autoscaler
+    from autoscale.policy import AutoscalerConfig
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    if celery_app:
+        if not queue or not worker_cmd:
+            fail("--celery-app needs --queue and --worker-cmd")
+        if max_workers < max(min_workers, 1):
+            fail(f"--max ({max_workers}) must be >= 1 and >= --min ({min_workers})")
+        cfg = AutoscalerConfig(min=min_workers, max=max_workers, avg_waiting_length=avg_waiting_length, scale_down_grace=grace, stabilization=stabilization)
+        scaler = celery_autoscaler(settings, celery_app, queue, worker_cmd, cfg)  # type: ignore[arg-type]
+    else:
+        scaler = scalejob_autoscaler(settings, fork=fork)
+    scaler.serve(metrics_port=metrics_port)
+
+
+@cli.command()
+def status() -> None:
+    """Show each service: waiting and running tasks, workers by state, desired count, last decision."""
+    from autoscale.status import status_table
+
+    console.print(status_table(_redis()))
+
+
+@cli.command()
+def simulate(
+    trace: Path = typer.Argument(..., help="CSV of 'arrival,duration' rows in seconds"),
+    spec: Optional[Path] = typer.Option(None, help="Take the autoscaler config from this service JSON"),
+    min: Optional[int] = typer.Option(None, "--min", help="autoscaler.min (default: spec or 0)"),  # noqa: A002
+    max: Optional[int] = typer.Option(None, "--max", help="autoscaler.max (default: spec or 10)"),  # noqa: A002
+    avg_waiting_length: Optional[float] = typer.Option(None, help="strategies.avg_waiting_length"),
+    grace: Optional[float] = typer.Option(None, help="behavior.onZero.scaleDownGracePeriodSeconds"),
+    window: Optional[float] = typer.Option(None, help="behavior.scaleDown.stabilizationWindowSeconds"),
+    warm_standby: Optional[int] = typer.Option(None, help="behavior.warmStandby"),
+    start_time: float = typer.Option(0.6, help="Seconds from spawning a worker to its first task"),
+    poll: float = typer.Option(0.5, help="scalejob's tick (s); an enqueue also wakes it"),
+    compare: bool = typer.Option(True, help="Also run the KEDA-default and HPA-default policies"),
+    png: Optional[Path] = typer.Option(None, help="Write a timeline PNG (load, workers, decisions)"),
+) -> None:
+    """Replay an arrival trace through the autoscaling policy: cost, waits, scale events.
+
+    Example: scalejob simulate benchmarks/traces/bursty.csv --min 0 --max 20 --png sim.png
+    """
+    from autoscale.simulate import run_cli
+
+    overrides = {"min": min, "max": max, "avg_waiting_length": avg_waiting_length, "scale_down_grace": grace, "stabilization": window, "warm_standby": warm_standby}
+    try:
+        run_cli(console, trace, spec, overrides, start_time=start_time, poll=poll, with_references=compare, png=png)
+    except (OSError, ValueError, SpecError) as exc:
+        fail(str(exc))
+
+
 def main() -> None:
     debug = "--debug" in sys.argv
     if debug:

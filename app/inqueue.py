@@ -13,7 +13,7 @@ import uuid
 
 import redis
 
-from app import keys, records
+from app import keys, queues, records, services, tenants
 from app.specs import ServiceSpec
 
 TASK_TYPES = ("command", "query")
@@ -53,9 +53,16 @@ def put(
         raise PutError(400, f"taskType {task_type!r} is not accepted by service {spec.name}: use one of {spec.allowed_task_types()}")
     if len(payload) > spec.metadata.max_payload_bytes:
         raise PutError(413, f"payload of {len(payload)} bytes is over the service limit of {spec.metadata.max_payload_bytes}")
+    if services.deleting(r, spec.name):
+        raise PutError(404, f"service {spec.name} is being deleted: it takes no new tasks")
+    try:
+        queue = tenants.queue_for(r, spec, tenant)  # fair sharing: one Celery queue per tenant
+    except tenants.TenantError as exc:
+        raise PutError(exc.status, exc.detail) from None
     request_id = request_id or uuid.uuid4().hex
-    index = int(r.incr(keys.input_seq(spec.name)))
-    queue = keys.celery_queue(spec.name)
+    # the input-queue mirror (EAS get/watch/attributes on <service>) hands out the index
+    mirror_tags = {**(tags or {}), "requestId": request_id, "taskType": task_type}
+    index = queues.input_queue(r, spec.name).append(payload, mirror_tags)
     kwargs = {"service": spec.name, "request_id": request_id, **payload_kwargs(payload)}
     task = f"scalejob.{task_type}"
     records.create(r, request_id, spec.name, task_type, tenant=tenant, index=index, tags=tags)

@@ -99,3 +99,23 @@ def decisions(service: str) -> str:
 def local_workers() -> str:
     return f"{_p()}:autoscaler:local"  # hash worker name -> {"pid", "host", "service", "standby", "log"} JSON
 
+
+
+# app/auth.py — issued tokens, stored only as sha256 hex digests
+def tokens() -> str:
+    return f"{_p()}:tokens"  # hash sha256(token) -> {"service", "tenant"} JSON
+
+
+# benchmarks/ — timings written by the plain-Celery baseline tasks of one benchmark run
+def bench(run: str) -> str:
+    return f"{_p()}:bench:{run}"
+
+
+# app/tenants.py — tenants with their own Celery queue (fair sharing)
+def service_tenants(service: str) -> str:
+    return f"{_p()}:{service}:tenants"  # set of tenant names (the default tenant is not listed)
+
+
+# app/services.py — a service being deleted: puts are refused while it drains
+def service_deleting(service: str) -> str:
+    return f"{_p()}:svc:{service}:deleting"  # string: "drain" or "keep"

@@ -29,6 +29,8 @@ class Settings(BaseSettings):
 
     visibility_timeout: int = Field(24 * 3600, description="Redis broker redelivery timeout, longer than the longest task")
     embedded_appendfsync: Literal["everysec", "always"] = "everysec"
+    amqp_quorum: bool = Field(False, description="RabbitMQ: declare service queues as quorum queues (x-queue-type=quorum)")
+    stop_grace: float = Field(10.0, description="Seconds between SIGTERM and SIGKILL when a command is cancelled or over max_runtime")
 
     heartbeat_interval: float = Field(1.0, description="Worker registry heartbeat period (s)")
     heartbeat_ttl: float = Field(5.0, description="A worker whose heartbeat is older than this is dead")

@@ -1,7 +1,9 @@
 """Running a ``command`` task: the payload as a shell command line, its output streamed live.
 
-The child gets its own process group (so cancel/timeout can end the whole tree) and
-``PR_SET_PDEATHSIG`` (so it dies with the worker thread that started it, even on SIGKILL).
+The child is ``workers.reaper`` (which runs ``/bin/sh -c COMMAND``): it leads its own process
+group (so cancel/timeout can end the whole tree with one ``killpg``), gets ``PR_SET_PDEATHSIG``
+and, as a child subreaper, ends the whole group, grandchildren included, when the worker dies
+(even on SIGKILL).
 Every output line is timestamped, kept in a bounded tail, scanned for progress and, when the
 service writes logs to the queue, emitted as a ``log`` event at a capped rate.
 """
@@ -13,6 +15,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -23,6 +26,7 @@ from pathlib import Path
 PR_SET_PDEATHSIG = 1
 DEFAULT_PROGRESS = r"(?:progress[:=]\s*(\d{1,3}(?:\.\d+)?)\s*%)|(?:(\d{1,3})%\|)"
 TAIL_LINES = 50
+REAPER = str(Path(__file__).with_name("reaper.py"))  # stdlib only: runs without the package on sys.path
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
@@ -73,17 +77,18 @@ def parse_progress(line: str, pattern: re.Pattern[str]) -> float | None:
 
 
 def kill_group(proc: subprocess.Popen[bytes], grace: float) -> None:
-    """SIGTERM the command's process group, SIGKILL it after ``grace`` seconds."""
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            # the leader is gone; stragglers in its group get the next signal too
-        except subprocess.TimeoutExpired:
-            continue
+    """SIGTERM the command's process group; the reaper SIGKILLs its subtree ``grace`` s later.
+
+    The group gets a SIGKILL here too if the reaper itself has not exited 5 s after that.
+    """
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=grace + 5.0)
+    except subprocess.TimeoutExpired:
+        pass
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
@@ -107,7 +112,7 @@ def run_command(
     pattern = re.compile(progress_pattern or DEFAULT_PROGRESS, re.IGNORECASE)
     started = time.monotonic()
     proc = subprocess.Popen(
-        ["/bin/sh", "-c", command],
+        [sys.executable, REAPER, str(os.getpid()), f"{grace:g}", command],
         cwd=cwd,
         env=env,
         stdin=subprocess.DEVNULL,

@@ -15,16 +15,18 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 
-from app import keys, services
+from app import keys, services, tenants
 from app.connections import state_redis
 from app.settings import get_settings
 from app.specs import ServiceSpec
+from workers import progress_server
 from workers.registry import Heartbeat
 from workers.userapp import UserApp
 
@@ -84,6 +86,7 @@ def prepare(spec: ServiceSpec, name: str) -> Instance:
         log_path = settings.data_dir.resolve() / "logs" / f"{name.split('@')[0]}.app.log"
         inst.user_app = UserApp(spec.app.command, spec.app.port, Path.cwd(), env, log_path)  # paths in the command are relative to where scalejob runs
         inst.user_app.start()
+        progress_server.start()  # the app POSTs query progress here (X-Scalejob-Progress-Url)
     return inst
 
 
@@ -97,6 +100,15 @@ def instance_for(service: str, name: str) -> Instance:
     return current
 
 
+_stopping = threading.Event()
+
+
+def _start_tenant_watcher(inst: Instance) -> None:
+    """Fair sharing: tenant queues follow the service and this worker's state (app/tenants.py)."""
+    consumed = set(inst.extra.get("queues", "").split(","))  # what --queues named at start
+    tenants.TenantWatcher(state_redis(), inst.spec.name, inst.name, consumed, _stopping).start()
+
+
 @worker_ready.connect
 def _on_ready(sender: object = None, **_: object) -> None:
     if current is None:
@@ -104,10 +116,12 @@ def _on_ready(sender: object = None, **_: object) -> None:
     hb = Heartbeat(state_redis(), current.name, current.spec.name, state=current.extra.get("state", "idle"))
     current.heartbeat = hb
     hb.start()
+    _start_tenant_watcher(current)
 
 
 @worker_shutting_down.connect
 def _on_shutting_down(**_: object) -> None:
+    _stopping.set()  # app/tenants.TenantWatcher: add no tenant queue to a worker on its way out
     if current is not None and current.heartbeat is not None:
         current.heartbeat.set_state("draining")
 
@@ -122,6 +136,16 @@ def _on_shutdown(**_: object) -> None:
         current.user_app.stop()
 
 
+def _per_service_visibility(celery_app: object, spec: ServiceSpec) -> None:
+    """Redis broker: this worker restores its service's unacked messages with the service's timeout."""
+    from app.celery_app import redis_transport_options
+    from app.connections import endpoints
+
+    if endpoints().broker_is_redis:
+        timeout = spec.metadata.visibility_timeout or get_settings().visibility_timeout
+        celery_app.conf.broker_transport_options = redis_transport_options(timeout, spec.name)  # type: ignore[attr-defined]
+
+
 def run_worker(service: str, name: str | None = None, loglevel: str = "INFO", standby: bool = False) -> int:
     """Run one instance of ``service`` until it is shut down; returns the exit code."""
     global current
@@ -134,8 +158,9 @@ def run_worker(service: str, name: str | None = None, loglevel: str = "INFO", st
     except (InitFailed, Exception) as exc:  # noqa: BLE001 - any init failure: exit before a task
         print(f"scalejob worker {service}: {exc}", file=sys.stderr)
         return 3
-    queue = keys.celery_queue(service) if not standby else f"{keys.celery_queue(service)}.standby"
+    queue = ",".join(tenants.service_queues(state_redis(), service)) if not standby else f"{keys.celery_queue(service)}.standby"
     current.extra["state"] = "standby" if standby else "idle"
+    current.extra["queues"] = queue
     argv = [
         "worker",
         f"--hostname={name}",
@@ -146,6 +171,11 @@ def run_worker(service: str, name: str | None = None, loglevel: str = "INFO", st
         "--without-mingle",
         "--without-gossip",
     ]
+    _per_service_visibility(celery_app, spec)
+    if standby and celery_app.conf.broker_url and celery_app.conf.broker_url.startswith(("redis", "unix")):
+        # kombu's Redis consumer only adds a queue to its BRPOP when the running BRPOP returns
+        # (1 s by default): poll 20x/s while on standby so add_consumer takes effect in < 50 ms.
+        celery_app.conf.broker_transport_options = {**celery_app.conf.broker_transport_options, "polling_interval": 0.05}
     try:
         celery_app.worker_main(argv)
     except SystemExit as exc:

@@ -70,6 +70,14 @@ def set_state(r: redis.Redis, name: str, state: str) -> None:
     r.hset(keys.worker(name), "state", state)
 
 
+_SET_STATE_IF_PRESENT = "if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HSET', KEYS[1], 'state', ARGV[1]) end return -1"
+
+
+def set_state_if_present(r: redis.Redis, name: str, state: str) -> bool:
+    """Set a live worker's state (the autoscaler: draining, idle); never resurrects an expired entry."""
+    return int(r.eval(_SET_STATE_IF_PRESENT, 1, keys.worker(name), state)) >= 0
+
+
 def heartbeat(r: redis.Redis, name: str) -> None:
     ttl = int(get_settings().heartbeat_ttl) + 1
     with r.pipeline() as p:

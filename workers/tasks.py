@@ -26,7 +26,9 @@ from celery import Task
 from app import keys, records, sink
 from app.celery_app import celery_app
 from app.connections import state_redis
-from workers import registry
+from app.settings import get_settings
+from workers import ackgate, registry
+from workers import progress_server
 from workers.command import RateLimiter, run_command
 from workers.instance import Instance, instance_for
 from workers.query import UserAppUnavailable, run_query
@@ -95,6 +97,7 @@ def _command(r: redis.Redis, inst: Instance, request_id: str, payload: bytes) ->
         outcome = run_command(
             command, inst.storage, env, on_line, progress, should_stop,
             progress_pattern=spec.scalable_job.progress_pattern, max_runtime=spec.metadata.max_runtime,
+            grace=get_settings().stop_grace,
         )
     finally:
         os.unlink(progress_file)
@@ -120,8 +123,12 @@ def _query(r: redis.Redis, inst: Instance, request_id: str, payload: bytes) -> N
         _finish(r, inst, request_id, "failed", msg.encode(), None, msg, {})
         return
     headers = {**app.headers, "X-Scalejob-Request-Id": request_id}
+    progress = Progress(r, inst, request_id, inst.spec.write_logs_to_queue("query"))
     try:
-        out = run_query(app.port, app.path, payload, headers)
+        with progress_server.tracking(request_id, progress) as progress_url:
+            if progress_url:
+                headers[progress_server.HEADER] = progress_url
+            out = run_query(app.port, app.path, payload, headers)
     except UserAppUnavailable as exc:
         _finish(r, inst, request_id, "failed", str(exc).encode(), None, str(exc), {})
         return
@@ -138,13 +145,21 @@ def execute(task: Task, kind: str, service: str, payload: str | None, payload_b6
     r = state_redis()
     request_id = request_id or task.request.id
     worker = task.request.hostname or "unknown"
-    records.ensure(r, request_id, service, kind)
-    if not r.hexists(keys.request(request_id), "message"):
+    with r.pipeline(transaction=False) as p:  # one round trip: put() already wrote both, usually
+        p.exists(keys.request(request_id))
+        p.hexists(keys.request(request_id), "message")
+        has_record, has_message = p.execute()
+    if not has_record:  # sent straight through Celery: no ingress record yet
+        records.create(r, request_id, service, kind)
+    if not has_message:
         kwargs = {"service": service, "payload": payload, "payload_b64": payload_b64, "request_id": request_id}
         records.remember_message(r, request_id, f"scalejob.{kind}", kwargs, keys.celery_queue(service))
     started = records.start(r, request_id, worker)
+    if started != records.STARTED:
+        ackgate.drop(task)  # not run: Celery acks this delivery when the task returns
     if started == records.DUPLICATE:
-        log.warning("request %s: another worker holds its lease; this delivery is a duplicate and is dropped", request_id)
+        holder = (r.get(keys.request_lease(request_id)) or b"?").decode()
+        log.warning("request %s: %s holds its lease; this delivery is a duplicate and is dropped (acked)", request_id, holder)
         return "duplicate"
     if started == records.FINISHED_OR_CANCELLED:
         rec = records.get(r, request_id)
@@ -153,24 +168,31 @@ def execute(task: Task, kind: str, service: str, payload: str | None, payload_b6
         return "skipped"
     inst = instance_for(service, worker)
     registry.task_started(r, inst.name if inst.heartbeat else worker, request_id)
+    early_acked = False
     try:
+        early_acked = ackgate.lease_taken(task)  # AMQP: the lease owns the job from here on
         (_command if kind == "command" else _query)(r, inst, request_id, decode_payload(payload, payload_b64))
     except Exception as exc:  # noqa: BLE001 - a bug here must fail the request, not lose it
         log.exception("request %s crashed", request_id)
         _finish(r, inst, request_id, "failed", str(exc).encode(), None, f"internal error: {exc!r}", {})
     finally:
-        registry.task_finished(r, inst.name if inst.heartbeat else worker, request_id)
-        records.release(r, request_id, worker)
-    return records.get(r, request_id).state  # type: ignore[union-attr]
+        with r.pipeline(transaction=False) as p:  # unregister, release and read the outcome: one round trip
+            registry.task_finished(p, inst.name if inst.heartbeat else worker, request_id)
+            records.release(p, request_id, worker)
+            p.hget(keys.request(request_id), "state")
+            state = p.execute()[-1]
+        if early_acked:
+            ackgate.slot_freed()
+    return (state or b"unknown").decode()
 
 
-@celery_app.task(name="scalejob.command", bind=True)
+@celery_app.task(name="scalejob.command", bind=True, Request="workers.ackgate:GatedRequest")
 def command(self: Task, service: str, payload: str | None = None, payload_b64: str | None = None, request_id: str | None = None, **_: Any) -> str:
     """Run a shell command (training job) on an instance of ``service``."""
     return execute(self, "command", service, payload, payload_b64, request_id)
 
 
-@celery_app.task(name="scalejob.query", bind=True)
+@celery_app.task(name="scalejob.query", bind=True, Request="workers.ackgate:GatedRequest")
 def query(self: Task, service: str, payload: str | None = None, payload_b64: str | None = None, request_id: str | None = None, **_: Any) -> str:
     """Forward a request body to the user app of ``service`` (inference)."""
     return execute(self, "query", service, payload, payload_b64, request_id)

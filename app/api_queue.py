@@ -1,0 +1,364 @@
+"""The EAS queue-service routes: ``/api/predict/<service>`` (input) and ``/api/predict/<service>/sink`` (output).
+
+Wire-compatible with ``eas_prediction.QueueClient`` (read its ``queue_client.py``): one URL per
+queue, the verb and the ``_x_`` query parameters pick the operation, every other query
+parameter is a tag. Replies are protobuf (``app.eas_proto``) unless the client sends
+``Accept: application/json``. A put on the input queue goes through :func:`app.inqueue.put`
+(record + Celery message, answered only after the broker took it); a put on the output queue
+just appends to the sink. Watch is a WebSocket sending one ``DataFrameProto`` per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request, Response, WebSocket
+from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from app import auth, depth, eas_proto, inqueue, queues, services, sink
+from app.connections import state_redis
+from app.settings import get_settings
+from app.specs import ServiceSpec
+
+router = APIRouter()
+
+HEADER_UID = "X-EAS-QueueService-Redis-Uid"
+HEADER_GID = "X-EAS-QueueService-Redis-Gid"
+HEADER_REQUEST_ID = "X-Eas-Queueservice-Request-Id"
+PROTOBUF = "application/vnd.google.protobuf"
+RETRY_AFTER_S = 2
+
+
+@dataclass(frozen=True)
+class Target:
+    """The queue a call addresses, and who is calling."""
+
+    spec: ServiceSpec
+    queue: queues.StreamQueue
+    is_sink: bool
+    principal: auth.Principal
+
+
+SPEC_TTL_S = 1.0
+_specs: dict[str, tuple[float, ServiceSpec]] = {}
+
+
+def cached_spec(name: str) -> ServiceSpec | None:
+    """The spec read less than ``SPEC_TTL_S`` ago, if any: puts skip the Redis read and the parse."""
+    hit = _specs.get(name)
+    return hit[1] if hit and time.monotonic() - hit[0] < SPEC_TTL_S else None
+
+
+def forget_spec(name: str) -> None:
+    _specs.pop(name, None)
+
+
+def load_spec(name: str) -> ServiceSpec:
+    """The deployed spec (cached for up to a second: a redeploy is seen within that), or 404."""
+    spec = cached_spec(name)
+    if spec is not None:
+        return spec
+    try:
+        spec = services.get(state_redis(), name)
+    except services.UnknownService:
+        raise HTTPException(404, f"unknown service {name!r}") from None
+    _specs[name] = (time.monotonic(), spec)
+    return spec
+
+
+def authorize(header: str | None, spec: ServiceSpec | None) -> auth.Principal:
+    try:
+        return auth.authenticate(state_redis(), header, get_settings().admin_token.get_secret_value(), spec)
+    except auth.Unauthorized as exc:
+        raise HTTPException(401, str(exc)) from None
+
+
+def resolve(service: str, is_sink: bool, authorization: str | None) -> Target:
+    """Spec, token check and queue of one call (sync: run it in the thread pool)."""
+    spec = load_spec(service)
+    principal = authorize(authorization, spec)
+    r = state_redis()
+    q = queues.output_queue(r, spec.name) if is_sink else queues.input_queue(r, spec.name)
+    return Target(spec, q, is_sink, principal)
+
+
+def split_params(params: Any) -> tuple[dict[str, str], dict[str, str]]:
+    """(control ``_x_`` parameters, tags) of a query string."""
+    control, tags = {}, {}
+    for k, v in params.items():
+        (control if k.startswith("_") and k.endswith("_") and len(k) > 2 else tags)[k] = v
+    return control, tags
+
+
+def int_param(control: dict[str, str], name: str, default: int, low: int = 0, high: int = 2**63 - 1) -> int:
+    raw = control.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise HTTPException(400, f"{name} must be an integer, got {raw!r}") from None
+    if not low <= value <= high:
+        raise HTTPException(400, f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def bool_param(control: dict[str, str], name: str, default: bool) -> bool:
+    raw = control.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() not in ("true", "false", "1", "0"):
+        raise HTTPException(400, f"{name} must be true or false, got {raw!r}")
+    return raw.lower() in ("true", "1")
+
+
+def indexes_param(control: dict[str, str]) -> list[int]:
+    raw = control.get("_indexes_")
+    if not raw:
+        raise HTTPException(400, "_indexes_ is required (comma-separated message indexes)")
+    try:
+        out = [int(x) for x in raw.split(",") if x.strip()]
+    except ValueError:
+        raise HTTPException(400, f"_indexes_ must be comma-separated integers, got {raw!r}") from None
+    if any(i < 0 or i >= 2**63 for i in out):
+        raise HTTPException(400, "_indexes_ must be non-negative 64-bit integers")
+    return out
+
+
+def wants_json(request: Request | WebSocket) -> bool:
+    return "application/json" in request.headers.get("accept", "")
+
+
+def frame(msg: sink.Message, index_only: bool = False) -> eas_proto.DataFrame:
+    return eas_proto.DataFrame(index=msg.index, tags={} if index_only else msg.tags, data=b"" if index_only else msg.data)
+
+
+def message_json(msg: sink.Message) -> dict[str, Any]:
+    try:
+        text: str | None = msg.data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    return {"index": msg.index, "tags": msg.tags, "data": text, "data_b64": base64.b64encode(msg.data).decode()}
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed ``limit``."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise HTTPException(413, f"payload of {int(declared)} bytes is over the service limit of {limit}")
+        except ValueError:
+            raise HTTPException(400, "Content-Length must be an integer") from None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(413, f"payload is over the service limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+# --- put ---------------------------------------------------------------------------------------
+def _put(t: Target, payload: bytes, tags: dict[str, str]) -> tuple[int, str]:
+    if t.is_sink:
+        rid = tags.get("requestId") or uuid.uuid4().hex
+        return t.queue.append(payload, {**tags, "requestId": rid}), rid
+    spec = t.spec
+    if depth.waiting(spec.name) >= spec.metadata.max_waiting:
+        raise inqueue.PutError(429, f"service {spec.name} has {spec.metadata.max_waiting} or more waiting tasks; retry later", RETRY_AFTER_S)
+    tenant = t.principal.tenant or tags.get("tenant") or "default"
+    task_type = tags.pop("taskType", None)
+    return inqueue.put(state_redis(), spec, task_type, payload, tags=tags, tenant=tenant, request_id=tags.pop("requestId", None))
+
+
+def _authorized_put(service: str, is_sink: bool, authorization: str | None, payload: bytes, tags: dict[str, str]) -> tuple[int, str]:
+    return _put(resolve(service, is_sink, authorization), payload, tags)
+
+
+async def put(request: Request, service: str, is_sink: bool) -> Response:
+    spec = cached_spec(service) or await run_in_threadpool(load_spec, service)
+    payload = await read_body(request, spec.metadata.max_payload_bytes)  # 413 without reading a body that is too big
+    _, tags = split_params(request.query_params)
+    try:  # one trip to the thread pool: token check, queue-depth check, record, broker publish
+        index, rid = await run_in_threadpool(_authorized_put, service, is_sink, request.headers.get("authorization"), payload, tags)
+    except inqueue.PutError as exc:
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+        raise HTTPException(exc.status, exc.detail, headers=headers) from None
+    headers = {HEADER_REQUEST_ID: rid}
+    if wants_json(request):
+        return JSONResponse({"index": index, "request_id": rid}, headers=headers)
+    return PlainTextResponse(str(index), headers=headers)
+
+
+# --- get / attributes / search -----------------------------------------------------------------
+def _get(t: Target, control: dict[str, str], tags: dict[str, str], as_json: bool) -> Response:
+    if bool_param(control, "_attrs_", False):
+        return JSONResponse(t.queue.attributes())
+    if bool_param(control, "_search_", False):
+        index = int_param(control, "_index_", 0, low=1)
+        found = t.queue.search(index)
+        if found is None:
+            raise HTTPException(404, f"no message with index {index} in {t.queue.name}")
+        return JSONResponse(found)
+    if bool_param(control, "_watch_", False):
+        raise HTTPException(400, "_watch_ needs a WebSocket connection (ws://.../api/predict/<queue>?_watch_=true)")
+    try:
+        timeout = queues.parse_timeout(control.get("_timeout_"), default=0.0)
+    except ValueError:
+        raise HTTPException(400, f"_timeout_ must look like 5s, 500ms or 1m, got {control.get('_timeout_')!r}") from None
+    request_id = tags.pop("requestId", None)
+    msgs = t.queue.get(
+        start=int_param(control, "_index_", 0),
+        length=int_param(control, "_length_", 1, low=1, high=10_000),
+        timeout=timeout,
+        auto_delete=bool_param(control, "_auto_delete_", False),
+        request_id=request_id,
+        tags=tags,
+    )
+    if as_json:
+        return JSONResponse([message_json(m) for m in msgs])
+    return Response(eas_proto.encode_list([frame(m) for m in msgs]), media_type=PROTOBUF)
+
+
+async def get(request: Request, service: str, is_sink: bool) -> Response:
+    t = await run_in_threadpool(resolve, service, is_sink, request.headers.get("authorization"))
+    control, tags = split_params(request.query_params)
+    return await run_in_threadpool(_get, t, control, tags, wants_json(request))
+
+
+# --- commit / delete / truncate ------------------------------------------------------------------
+def _cancel_mirrored(t: Target, indexes: list[int]) -> None:
+    """Deleting from the input queue cancels those requests: a deleted task must never run."""
+    from app.api_requests import cancel
+
+    for i in indexes:
+        for m in t.queue.scan(i, 1)[0]:
+            if m.index == i and m.tags.get("requestId"):
+                cancel(state_redis(), m.tags["requestId"])
+
+
+def _delete(t: Target, control: dict[str, str]) -> Response:
+    if bool_param(control, "_trunc_", False):
+        t.queue.truncate(int_param(control, "_index_", 0))
+        return PlainTextResponse("OK")
+    indexes = indexes_param(control)
+    if not t.is_sink:
+        _cancel_mirrored(t, indexes)
+    t.queue.delete(indexes)
+    return PlainTextResponse("OK")
+
+
+async def delete(request: Request, service: str, is_sink: bool) -> Response:
+    t = await run_in_threadpool(resolve, service, is_sink, request.headers.get("authorization"))
+    control, _ = split_params(request.query_params)
+    return await run_in_threadpool(_delete, t, control)
+
+
+async def commit(request: Request, service: str, is_sink: bool) -> Response:
+    t = await run_in_threadpool(resolve, service, is_sink, request.headers.get("authorization"))
+    control, _ = split_params(request.query_params)
+    indexes = indexes_param(control)
+    group = request.headers.get(HEADER_GID) or "eas"
+    await run_in_threadpool(t.queue.commit, group, indexes)
+    return PlainTextResponse("OK")
+
+
+# --- watch ---------------------------------------------------------------------------------------
+async def watch(ws: WebSocket, service: str, is_sink: bool) -> None:
+    """Stream the queue to one consumer, at most ``_window_`` uncommitted at a time.
+
+    A reconnecting consumer (same Uid and Gid) first gets back what it was sent and never
+    committed, then new messages: nothing lost, nothing committed is sent twice.
+    """
+    try:
+        t = await run_in_threadpool(resolve, service, is_sink, ws.headers.get("authorization"))
+        control, tags = split_params(ws.query_params)
+        start = int_param(control, "_index_", 0)
+        window = int_param(control, "_window_", 1, low=1, high=10_000)
+        index_only = bool_param(control, "_index_only_", False)
+        auto_commit = bool_param(control, "_auto_commit_", False)
+    except HTTPException as exc:
+        await ws.close(code=1008 if exc.status_code == 401 else 1003, reason=str(exc.detail)[:120])
+        return
+    group = ws.headers.get(HEADER_GID) or "eas"
+    consumer = ws.headers.get(HEADER_UID) or uuid.uuid4().hex
+    await ws.accept()
+    await run_in_threadpool(t.queue.ensure_group, group, start)
+    gone = asyncio.Event()
+
+    async def notice_disconnect() -> None:
+        with contextlib.suppress(Exception):
+            while (await ws.receive())["type"] != "websocket.disconnect":
+                pass
+        gone.set()
+
+    reader = asyncio.create_task(notice_disconnect())
+    pending = True  # first: our own uncommitted messages from an earlier connection
+    try:
+        while not gone.is_set() and ws.client_state == WebSocketState.CONNECTED:
+            room = window if auto_commit or pending else window - await run_in_threadpool(t.queue.inflight, group, consumer, window)
+            if room <= 0:
+                await asyncio.sleep(0.02)
+                continue
+            msgs = await run_in_threadpool(t.queue.read_group, group, consumer, None if pending else room, 500, pending)
+            pending = False
+            skipped = [m.index for m in msgs if not all(m.tags.get(k) == v for k, v in tags.items())]
+            for m in msgs:
+                if m.index not in skipped:
+                    await ws.send_bytes(eas_proto.encode_frame(frame(m, index_only)))
+            if skipped:
+                await run_in_threadpool(t.queue.ack, group, skipped)
+            if auto_commit and msgs:
+                await run_in_threadpool(t.queue.commit, group, [m.index for m in msgs if m.index not in skipped])
+    except (WebSocketDisconnect, RuntimeError, ConnectionError):
+        pass
+    finally:
+        reader.cancel()
+
+
+# --- routes ----------------------------------------------------------------------------------------
+def _routes(path: str, is_sink: bool) -> None:
+    async def do_put(request: Request, service: str) -> Response:
+        return await put(request, service, is_sink)
+
+    async def do_get(request: Request, service: str) -> Response:
+        return await get(request, service, is_sink)
+
+    async def do_commit(request: Request, service: str) -> Response:
+        return await commit(request, service, is_sink)
+
+    async def do_delete(request: Request, service: str) -> Response:
+        return await delete(request, service, is_sink)
+
+    async def do_watch(websocket: WebSocket, service: str) -> None:
+        await watch(websocket, service, is_sink)
+
+    kind = "output queue" if is_sink else "input queue"
+    q = {"in": "query", "required": False, "schema": {"type": "string"}}
+    common = [{"name": n, **q} for n in ("_index_", "requestId")]
+    docs = {  # the EAS parameters, so the OpenAPI schema (and schemathesis) know them
+        "POST": {"parameters": [{"name": "taskType", **q}, {"name": "tenant", **q}],
+                 "requestBody": {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}},
+        "GET": {"parameters": common + [{"name": n, **q} for n in ("_length_", "_timeout_", "_auto_delete_", "_attrs_", "_search_")]},
+        "PUT": {"parameters": [{"name": "_indexes_", **q}]},
+        "DELETE": {"parameters": [{"name": n, **q} for n in ("_indexes_", "_index_", "_trunc_")]},
+    }
+    router.add_api_route(path, do_put, methods=["POST"], openapi_extra=docs["POST"], summary=f"put (EAS) on the {kind}", response_class=PlainTextResponse)
+    router.add_api_route(path, do_get, methods=["GET"], openapi_extra=docs["GET"], summary=f"get / attributes / search (EAS) on the {kind}")
+    router.add_api_route(path, do_commit, methods=["PUT"], openapi_extra=docs["PUT"], summary=f"commit (EAS) on the {kind}", response_class=PlainTextResponse)
+    router.add_api_route(path, do_delete, methods=["DELETE"], openapi_extra=docs["DELETE"], summary=f"delete / truncate (EAS) on the {kind}", response_class=PlainTextResponse)
+    router.add_api_websocket_route(path, do_watch)
+
+
+_routes("/api/predict/{service}", is_sink=False)
+_routes("/api/predict/{service}/sink", is_sink=True)
+

@@ -1,0 +1,262 @@
+"""The autoscaler loop: observe -> :func:`autoscale.policy.decide` -> act, per service, per tick.
+
+A tick runs every ``settings.poll_interval`` (0.5 s) and at once when a put is announced on
+``keys.enqueue_channel()``, so a task arriving at zero workers starts one without waiting for the
+poll. Only the leader (``autoscale/leader.py``) acts; a second instance waits as a hot standby
+and, when it takes over, first adopts the running workers of the old one.
+
+What is scaled is a list of :class:`Target` read every tick: the deployed scalejob services
+(spec changes apply on the next tick) or one queue of a plain Celery project.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import redis
+
+from app import keys, tenants
+from app.specs import parse_spec
+from autoscale import history
+from autoscale.backends.base import BackendError, WorkerBackend, WorkerHandle
+from autoscale.leader import Leadership
+from autoscale.metrics.broker import BrokerDepth
+from autoscale.metrics.registry import Workers
+from autoscale.policy import CONSUMING, AutoscalerConfig, Decision, Observation, PolicyState, decide
+from autoscale.scalein import Control
+
+log = logging.getLogger(__name__)
+
+GONE = AutoscalerConfig(min=0, max=0, scale_down_grace=0, stabilization=0)  # an undeployed service
+
+
+@dataclass(frozen=True)
+class Target:
+    """One pool of workers to scale: a service name, the queue it consumes, its config."""
+
+    service: str
+    queues: tuple[str, ...]  # a scalejob service has one queue per tenant (app/tenants.py)
+    cfg: AutoscalerConfig
+
+
+class ScalejobTargets:
+    """The deployed services (re-read each tick; a spec is re-parsed only when its JSON changed)."""
+
+    def __init__(self, r: redis.Redis) -> None:
+        self.r = r
+        self._cache: dict[str, tuple[bytes, AutoscalerConfig]] = {}
+
+    def __call__(self) -> list[Target]:
+        out = []
+        for raw_name, raw in self.r.hgetall(keys.services()).items():
+            name = raw_name.decode()
+            cached = self._cache.get(name)
+            if cached is None or cached[0] != raw:
+                cached = (raw, AutoscalerConfig.from_spec(parse_spec(json.loads(raw))))
+                self._cache[name] = cached
+            out.append(Target(name, tuple(tenants.service_queues(self.r, name)), cached[1]))
+        return out
+
+
+@dataclass
+class Controller:
+    """Observe, decide and act for every target; see the module docstring."""
+
+    r: redis.Redis
+    backend: WorkerBackend
+    depth: BrokerDepth
+    observer: Any  # RegistryObserver | InspectObserver
+    control: Control
+    targets: Callable[[], list[Target]]
+    poll_interval: float = 0.5
+    decisions_kept: int = 200
+    gpu: Any = None  # autoscale.metrics.gpu.GpuMonitor, or None: GPU features off
+    states: dict[str, PolicyState] = field(default_factory=dict)
+    pending: set[str] = field(default_factory=set)  # standby workers activated before they were ready
+    drained: set[str] = field(default_factory=set)  # workers we drained that no backend owns
+
+    # -- one tick ----------------------------------------------------------------------------
+    def tick(self, now: float | None = None) -> list[dict[str, Any]]:
+        """Observe all targets, decide and act on each; returns the decision entries."""
+        now = time.time() if now is None else now
+        targets = self._with_leftovers(self.targets())
+        seen: list[tuple[Target, float, list[WorkerHandle], Workers, int]] = []
+        for t in targets:
+            t0 = time.perf_counter()
+            handles = self.backend.list(t.service)
+            workers = self.observer.observe(t.service, handles, self.pending)
+            seen.append((t, t0, handles, workers, sum(self.depth.waiting(q) for q in t.queues)))
+        self.pending &= {v.name for *_, w, _ in seen for v in w.views}  # forget standby workers that died
+        snap = self._gpu_snapshot([w for t, _, _, w, _ in seen if t.cfg.gpu_per_worker > 0])
+        return [self.step(t, t0, handles, workers, waiting, now, snap) for t, t0, handles, workers, waiting in seen]
+
+    def step(self, t: Target, t0: float, handles: list[WorkerHandle], workers: Workers, waiting: int, now: float, snap: Any = None) -> dict[str, Any]:
+        views, free_gpus = workers.views, None
+        if snap is not None and t.cfg.gpu_per_worker > 0:
+            from autoscale.metrics.gpu import with_gpu
+
+            views, free_gpus = with_gpu(views, snap), snap.free_gpus()
+        obs = Observation(waiting=waiting, running=workers.running, workers=views, free_gpus=free_gpus)
+        state = self.states.get(t.service) or PolicyState(current=sum(1 for v in views if v.state in CONSUMING))
+        decision, self.states[t.service] = decide(obs, state, t.cfg, now)
+        actions = self.act(t, decision, replace(workers, views=views), handles, snap)
+        entry = {
+            "at": now,
+            "service": t.service,
+            "inputs": {"waiting": waiting, "running": workers.running, "workers": _by_state(views), "free_gpus": free_gpus},
+            "desired": decision.desired,
+            "standby": decision.standby,
+            "reason": decision.reason,
+            "rule": decision.rule,
+            "actions": actions,
+            "duration_ms": round((time.perf_counter() - t0) * 1000, 3),
+        }
+        history.record(self.r, t.service, entry, self.decisions_kept)
+        return entry
+
+    def act(self, t: Target, d: Decision, workers: Workers, handles: list[WorkerHandle], snap: Any = None) -> list[str]:
+        """Make the pool match ``d``: finish drains, drain victims, activate standby, spawn."""
+        views, owned, actions = workers.by_name(), {h.name: h for h in handles}, []
+        self._finish_drains(t, workers, owned, actions)
+        victims = set(d.victims)
+        if not workers.complete:  # a worker did not answer (still starting): its tasks are not in the load yet
+            victims = {n for n in victims if views[n].state == "standby" or not views[n].healthy}
+        for name in [v for v in d.victims if v in victims]:
+            self._drain(t, views[name], owned.get(name), workers, actions)
+        activated = {name for name in (*d.activate, *self.pending) if name in views and name not in victims and self._activate(t, name, workers, actions)}
+        consuming = sum(1 for v in views.values() if v.state in CONSUMING and v.healthy and v.name not in victims) + sum(1 for n in activated if views[n].state == "standby")
+        standby = sum(1 for v in views.values() if v.state == "standby" and v.healthy and v.name not in victims and v.name not in activated)
+        self._spawn(t, d.desired - consuming, {}, snap, actions)
+        self._spawn(t, d.standby - standby, {"SCALEJOB_STANDBY": "1"}, snap, actions)
+        return actions
+
+    # -- actions -----------------------------------------------------------------------------
+    def _finish_drains(self, t: Target, workers: Workers, owned: dict[str, WorkerHandle], actions: list[str]) -> None:
+        """Warm-shutdown the drained workers whose task has ended (or that never had one)."""
+        for v in workers.views:
+            if v.state != "draining" or v.name in workers.busy:
+                continue
+            h = owned.get(v.name)
+            if h is not None and h.meta.get("draining") and not h.meta.get("stopping"):
+                self.backend.stop(h)
+                actions.append(f"stop {v.name}")
+            elif h is None and v.name in self.drained:
+                self.control.shutdown(v.name)
+                self.drained.discard(v.name)
+                actions.append(f"shutdown {v.name}")
+
+    def _drain(self, t: Target, v: Any, h: WorkerHandle | None, workers: Workers, actions: list[str]) -> None:
+        self.pending.discard(v.name)
+        if v.state == "draining":
+            return
+        if h is not None and (v.state == "standby" or v.name not in workers.seen):
+            self.backend.stop(h)  # never consumed the service queue (or not started yet): stop now
+            actions.append(f"stop {v.name} ({v.state})")
+            return
+        if h is not None:
+            self.backend.drain(h)
+            if v.state == "idle" and v.name not in workers.busy:
+                self.observer.mark(v.name, "draining")
+                self.backend.stop(h)  # no task: warm shutdown now (one that raced in still finishes)
+                actions += [f"drain {v.name} (idle)", f"stop {v.name}"]
+                return
+        else:
+            for q in t.queues:
+                self.control.cancel_consumer(q, v.name)
+            self.drained.add(v.name)
+        self.observer.mark(v.name, "draining")
+        actions.append(f"drain {v.name} ({v.state})")
+
+    def _activate(self, t: Target, name: str, workers: Workers, actions: list[str]) -> bool:
+        """Turn a standby worker into a consumer; a not-yet-ready one is activated when it is."""
+        if name not in workers.seen:
+            if name not in self.pending:
+                self.pending.add(name)
+                actions.append(f"activate {name} (when ready)")
+            return True
+        self.pending.discard(name)
+        for q in t.queues:
+            self.control.add_consumer(q, name)
+        self.observer.mark(name, "idle")
+        actions.append(f"activate {name}")
+        return True
+
+    def _spawn(self, t: Target, n: int, env: dict[str, str], snap: Any, actions: list[str]) -> None:
+        if n <= 0:
+            return
+        envs = [{} for _ in range(n)]
+        if snap is not None and t.cfg.gpu_per_worker > 0:
+            envs = snap.place(n, t.cfg.gpu_per_worker)
+        for extra in envs:
+            try:
+                h = self.backend.spawn(t.service, {**env, **extra})
+            except BackendError as exc:
+                log.error("%s", exc)
+                actions.append(f"spawn-failed {t.service}")
+                return
+            actions.append(f"spawn {h.name}" + (" (standby)" if env else ""))
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _with_leftovers(self, targets: list[Target]) -> list[Target]:
+        """Services that were undeployed but still have our workers: scale them to zero."""
+        names = {t.service for t in targets}
+        extra = getattr(self.backend, "services", lambda: set())() - names
+        return targets + [Target(s, (keys.celery_queue(s),), GONE) for s in sorted(extra)]
+
+    def _gpu_snapshot(self, observed: list[Workers]) -> Any:
+        if self.gpu is None or not self.gpu.enabled or not observed:
+            return None
+        return self.gpu.snapshot([i for w in observed for i in w.infos])
+
+    # -- the loop ----------------------------------------------------------------------------
+    def run(self, leadership: Leadership, stop: threading.Event, on_lead: Callable[[], None] = lambda: None) -> None:
+        """Tick while leader; wait as hot standby otherwise; return when ``stop`` is set."""
+        pubsub = self.r.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(keys.enqueue_channel())
+        leading = False
+        try:
+            while not stop.is_set():
+                started = time.monotonic()
+                try:
+                    if leadership.hold():
+                        if not leading:
+                            log.info("autoscaler %s is the leader", leadership.me)
+                            self.states.clear()
+                            on_lead()
+                            leading = True
+                        self.tick()
+                    elif leading:
+                        log.warning("autoscaler %s lost the leader lock to %s; standing by", leadership.me, leadership.holder())
+                        leading = False
+                except redis.RedisError as exc:
+                    log.warning("autoscaler tick: Redis error: %s", exc)
+                _wait(pubsub, stop, started + self.poll_interval)
+        finally:
+            pubsub.close()
+
+
+def _wait(pubsub: Any, stop: threading.Event, until: float) -> None:
+    """Sleep until ``until`` or the first enqueue announcement, whichever comes first."""
+    while not stop.is_set():
+        left = until - time.monotonic()
+        if left <= 0:
+            return
+        try:
+            if pubsub.get_message(timeout=min(left, 0.25)) is not None:
+                return
+        except redis.RedisError:
+            time.sleep(min(left, 0.25))
+
+
+def _by_state(views: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for v in views:
+        out[v.state] = out.get(v.state, 0) + 1
+    return out
+

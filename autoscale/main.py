@@ -1,0 +1,138 @@
+"""Assemble and run an autoscaler: ``scalejob autoscale`` (scalejob services or a plain Celery queue).
+
+Exit (SIGTERM / Ctrl-C): the leader lock is released at once (a standby takes over without
+waiting for the TTL) and every worker this autoscaler runs gets a warm shutdown; it waits for
+their running tasks. A second signal leaves them running: they are recorded in Redis, and the
+next autoscaler on this host adopts them.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from app import tenants
+from app.connections import endpoints, is_redis_url
+from app.settings import Settings
+from autoscale.backends.local import LocalBackend, celery_command
+from autoscale.backends.template import Template
+from autoscale.controller import Controller, ScalejobTargets, Target
+from autoscale.leader import Leadership
+from autoscale.metrics.broker import BrokerDepth
+from autoscale.metrics.registry import InspectObserver, RegistryObserver
+from autoscale.policy import AutoscalerConfig
+from autoscale.scalein import Control
+
+log = logging.getLogger("autoscale")
+
+
+@dataclass
+class Autoscaler:
+    """A controller with its backend and lock, ready to :meth:`serve`."""
+
+    controller: Controller
+    backend: LocalBackend
+    leadership: Leadership
+
+    def serve(self, stop: threading.Event | None = None, metrics_port: int | None = None, handle_signals: bool = True) -> None:
+        stop = stop or threading.Event()
+        if metrics_port:
+            from prometheus_client import start_http_server
+
+            start_http_server(metrics_port, addr="127.0.0.1")
+            log.info("Prometheus metrics on http://127.0.0.1:%d/metrics", metrics_port)
+        if handle_signals:
+            _on_signals(stop, self)
+        try:
+            self.controller.run(self.leadership, stop, on_lead=self.backend.adopt)
+        finally:
+            self.leadership.release()
+            if self.backend.procs:
+                log.info("stopping %d worker(s) (warm shutdown: running tasks finish first)", len(self.backend.procs))
+                self.backend.stop_all(timeout=None)
+            self.backend.close()
+
+
+def _on_signals(stop: threading.Event, scaler: Autoscaler) -> None:
+    def handler(signum: int, _frame: Any) -> None:
+        if stop.is_set():  # second signal: leave the workers running, a later autoscaler adopts them
+            log.warning("second signal: leaving %d worker(s) running", len(scaler.backend.procs))
+            scaler.backend.procs.clear()
+            raise SystemExit(1)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def scalejob_autoscaler(settings: Settings, fork: bool = True) -> Autoscaler:
+    """The autoscaler of every deployed scalejob service, with local worker processes.
+
+    ``fork``: new workers are forked from a pre-imported template (``backends/template.py``)
+    instead of started as fresh Python processes.
+    """
+    from app.celery_app import celery_app
+    from app.connections import state_redis
+
+    r = state_redis()
+    control = Control(celery_app)
+    observer = RegistryObserver(r)
+    backend = LocalBackend(
+        r,
+        settings.data_dir.resolve() / "logs",
+        cancel_consumer=lambda service, name: [control.cancel_consumer(q, name) for q in tenants.service_queues(r, service)],
+        is_busy=observer.is_busy,
+        template=Template(Path.cwd()) if fork else None,
+    )
+    if backend.template is not None:
+        backend.template.start()
+    controller = Controller(
+        r, backend, BrokerDepth(endpoints().broker_url), observer, control, ScalejobTargets(r),
+        poll_interval=settings.poll_interval, decisions_kept=settings.decisions_kept, gpu=_gpu_monitor(),
+    )
+    return Autoscaler(controller, backend, Leadership(r, settings.autoscaler_lock_ttl))
+
+
+def celery_autoscaler(settings: Settings, celery_app_path: str, queue: str, worker_cmd: str, cfg: AutoscalerConfig) -> Autoscaler:
+    """The autoscaler of one queue of any Celery project (``--celery-app``), same policy and scale-in.
+
+    Running tasks come from Celery's ``inspect active``; state (lock, history, the process
+    records) goes to ``settings.redis_url``, else the project's broker when it is Redis, else
+    scalejob's embedded Redis.
+    """
+    from celery.utils.imports import symbol_by_name
+
+    app = symbol_by_name(celery_app_path)
+    broker = app.connection_for_read().as_uri(include_password=True)
+    state_url = settings.redis_url or (broker if is_redis_url(broker) else endpoints().redis_url)
+    r = redis.Redis.from_url(state_url)
+    control = Control(app)
+    observer = InspectObserver(app)
+    backend = LocalBackend(
+        r,
+        settings.data_dir.resolve() / "logs",
+        command=celery_command(worker_cmd),
+        cancel_consumer=lambda _service, name: control.cancel_consumer(queue, name),
+        is_busy=observer.is_busy,
+    )
+    target = Target(queue, (queue,), cfg)
+    controller = Controller(r, backend, BrokerDepth(broker), observer, control, lambda: [target], poll_interval=settings.poll_interval, decisions_kept=settings.decisions_kept)
+    return Autoscaler(controller, backend, Leadership(r, settings.autoscaler_lock_ttl, scope=f"celery:{queue}"))
+
+
+def _gpu_monitor() -> Any:
+    """NVML when a driver is present; None (GPU features off, logged once by the monitor) otherwise."""
+    try:
+        from autoscale.metrics.gpu import GpuMonitor
+
+        monitor = GpuMonitor.from_system()
+    except Exception as exc:  # noqa: BLE001 - GPU support must never stop the autoscaler
+        log.info("GPU features off: %s", exc)
+        return None
+    return monitor if monitor.enabled else None

@@ -1,0 +1,248 @@
+"""The autoscaling policy: a pure function from what we see to how many workers we want, and why.
+
+No I/O and no clock reads: the controller passes the observation, the previous state and ``now``
+in and gets a :class:`Decision` and the next :class:`PolicyState` back. That is what makes the
+rules table-testable and lets ``scalejob simulate`` replay a trace through exactly this code.
+
+Semantics (DESIGN.md, Autoscaling semantics), applied in this order:
+
+1. load = waiting + running; raw = ceil(load / avg_waiting_length).
+2. clamp raw to [min, max].
+3. stabilisation (as Kubernetes' HPA does it): scale-up follows the current recommendation at
+   once; scale-down goes no lower than the highest recommendation within the window.
+4. to zero only after ``scale_down_grace`` seconds of continuous zero load (min 0 only);
+   meanwhile one worker stays.
+5. optional per-tick rate limits on the step up / down.
+6. the GPU cap: no more workers than the GPUs they hold plus the free ones allow.
+7. warm standby: up to N extra initialised, non-consuming workers, within max and the GPU cap.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from app.specs import ServiceSpec
+
+CONSUMING = ("starting", "idle", "busy")  # states that take (or are about to take) tasks
+
+
+@dataclass(frozen=True)
+class WorkerView:
+    """One worker as the policy sees it (the registry entry plus GPU facts)."""
+
+    name: str
+    state: str  # starting | idle | busy | draining | standby
+    busy_since: float | None = None  # when its current task started
+    gpu_util: float | None = None  # 0-100, None when no GPU
+    healthy: bool = True
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One service at one instant; building it must cost O(workers), never O(tasks)."""
+
+    waiting: int
+    running: int
+    workers: tuple[WorkerView, ...]
+    free_gpus: int | None = None  # None = no GPU info / not a GPU service
+
+
+@dataclass(frozen=True)
+class AutoscalerConfig:
+    """The ``autoscaler`` block of a service spec, flattened (plus ``metadata.gpu``)."""
+
+    min: int = 1
+    max: int = 10
+    avg_waiting_length: float = 2
+    scale_down_grace: float = 60  # behavior.onZero.scaleDownGracePeriodSeconds
+    stabilization: float = 1  # behavior.scaleDown.stabilizationWindowSeconds
+    scale_up_step: int | None = None  # behavior.scaleUp.maxStepPerTick
+    scale_down_step: int | None = None  # behavior.scaleDown.maxStepPerTick
+    warm_standby: int = 0  # behavior.warmStandby
+    gpu_per_worker: int = 0  # metadata.gpu
+
+    @classmethod
+    def from_spec(cls, spec: ServiceSpec) -> AutoscalerConfig:
+        a = spec.autoscaler
+        b = a.behavior
+        return cls(
+            min=a.min,
+            max=a.max,
+            avg_waiting_length=a.strategies.avg_waiting_length,
+            scale_down_grace=b.onZero.scaleDownGracePeriodSeconds,
+            stabilization=b.scaleDown.stabilizationWindowSeconds,
+            scale_up_step=b.scaleUp.maxStepPerTick,
+            scale_down_step=b.scaleDown.maxStepPerTick,
+            warm_standby=b.warmStandby,
+            gpu_per_worker=spec.metadata.gpu,
+        )
+
+
+@dataclass(frozen=True)
+class PolicyState:
+    """What the policy remembers between ticks.
+
+    ``current`` is the last decided consuming count. A controller that starts fresh should seed it
+    with the number of live consuming workers it adopts, so a restart neither scales up nor down.
+    """
+
+    history: tuple[tuple[float, int], ...] = ()  # (time, clamped recommendation) within the window
+    zero_since: float | None = None
+    current: int = 0
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome of one tick.
+
+    The controller turns it into actions: drain ``victims`` (idle ones first; busy ones only stop
+    consuming and finish their task), turn ``activate`` standby workers into consumers
+    (``add_consumer``), then spawn ``desired`` minus the healthy consuming workers left, and keep
+    ``standby`` non-consuming workers warm.
+    """
+
+    desired: int  # consuming workers wanted
+    standby: int  # warm standby workers wanted (initialised, not consuming)
+    reason: str  # one sentence with the inputs
+    rule: str  # scale_up | scale_down | hold | to_zero | grace | clamp_max | clamp_min | gpu_cap | rate_limit | stabilization
+    victims: tuple[str, ...] = ()  # workers to drain, in order
+    activate: tuple[str, ...] = ()  # standby workers to turn into consumers now
+
+
+def _fmt(x: float) -> str:
+    return f"{x:g}"
+
+
+def choose_victims(workers: tuple[WorkerView, ...], n: int) -> tuple[str, ...]:
+    """The ``n`` workers to drain, best victim first.
+
+    Draining workers are already leaving and never chosen. Workers without a task go first
+    (unhealthy before healthy, standby and starting before idle, then lowest GPU utilisation), so a
+    busy worker is never chosen while a non-busy one exists. Among busy workers the one whose task
+    started earliest goes first (it frees its slot soonest); the most recently started is chosen
+    last, only when every other busy worker is chosen too.
+    """
+    if n <= 0:
+        return ()
+    rank = {"standby": 0, "starting": 1, "idle": 2}
+
+    def key(w: WorkerView) -> tuple:
+        if w.state != "busy":
+            return (0, w.healthy, rank.get(w.state, 2), w.gpu_util or 0.0, w.name)
+        return (1, w.healthy, w.busy_since if w.busy_since is not None else math.inf, w.name)
+
+    candidates = sorted((w for w in workers if w.state != "draining"), key=key)
+    return tuple(w.name for w in candidates[:n])
+
+
+def _recommend(obs: Observation, cfg: AutoscalerConfig) -> tuple[int, int, str, str | None]:
+    """raw and clamped recommendation, the reason text so far and the clamp rule if one bound."""
+    load = obs.waiting + obs.running
+    raw = math.ceil(load / cfg.avg_waiting_length) if load > 0 else 0
+    reason = (
+        f"load {load} (waiting {obs.waiting} + running {obs.running}) / avg_waiting_length "
+        f"{_fmt(cfg.avg_waiting_length)} -> {raw}"
+    )
+    if raw > cfg.max:
+        return raw, cfg.max, reason + f"; clamped to max {cfg.max}", "clamp_max"
+    if raw < cfg.min:
+        return raw, cfg.min, reason + f"; clamped to min {cfg.min}", "clamp_min"
+    return raw, raw, reason, None
+
+
+def _gpu_capacity(obs: Observation, cfg: AutoscalerConfig) -> int | None:
+    """Most workers (consuming + standby) the GPUs allow, or None when there is no GPU cap."""
+    if cfg.gpu_per_worker <= 0 or obs.free_gpus is None:
+        return None
+    holding = sum(1 for w in obs.workers if w.state != "draining")
+    return holding + max(obs.free_gpus, 0) // cfg.gpu_per_worker
+
+
+def decide(obs: Observation, state: PolicyState, cfg: AutoscalerConfig, now: float) -> tuple[Decision, PolicyState]:
+    """Desired consuming and standby workers for one service at ``now``, why, and who to drain."""
+    load = obs.waiting + obs.running
+    raw, rec, reason, rule = _recommend(obs, cfg)
+    current = state.current
+
+    window = tuple((t, d) for t, d in state.history if t > now - cfg.stabilization) + ((now, rec),)
+    window_max = max(d for _, d in window)
+    zero_since = (state.zero_since if state.zero_since is not None else now) if load == 0 else None
+
+    # 3. stabilisation: up at once, down only to the window's highest recommendation.
+    if rec > current:
+        new = rec
+        rule = rule or "scale_up"
+    elif window_max < current:
+        new = window_max
+        if window_max > rec:
+            reason += f"; highest in the {_fmt(cfg.stabilization)} s stabilization window is {window_max}"
+            rule = "stabilization"
+        else:
+            rule = rule or "scale_down"
+    else:
+        new = current
+        if window_max > rec:
+            reason += f"; highest in the {_fmt(cfg.stabilization)} s stabilization window is {window_max}"
+            rule = "stabilization"
+        else:
+            rule = rule or "hold"
+
+    # 4. to zero only after the grace period of zero load.
+    if new == 0 and current > 0:
+        waited = now - (zero_since if zero_since is not None else now)
+        if waited >= cfg.scale_down_grace:
+            reason += f"; zero load for {_fmt(round(waited, 3))} s >= grace {_fmt(cfg.scale_down_grace)} s"
+            rule = "to_zero"
+        else:
+            new = 1
+            reason += f"; zero load for {_fmt(round(waited, 3))} s < grace {_fmt(cfg.scale_down_grace)} s, keeping 1"
+            rule = "grace"
+
+    # 5. per-tick rate limits.
+    if cfg.scale_up_step and new > current + cfg.scale_up_step:
+        new = current + cfg.scale_up_step
+        reason += f"; scale-up limited to +{cfg.scale_up_step} per tick"
+        rule = "rate_limit"
+    if cfg.scale_down_step and new < current - cfg.scale_down_step:
+        new = current - cfg.scale_down_step
+        reason += f"; scale-down limited to -{cfg.scale_down_step} per tick"
+        rule = "rate_limit"
+
+    # 6. GPU cap.
+    cap = _gpu_capacity(obs, cfg)
+    if cap is not None and new > cap:
+        new = cap
+        reason += f"; capped to {cap} by GPUs ({obs.free_gpus} free, {cfg.gpu_per_worker} per worker)"
+        rule = "gpu_cap"
+
+    # 7. warm standby, within max and what the GPUs leave.
+    standby = min(cfg.warm_standby, max(cfg.max - new, 0))
+    if cap is not None:
+        standby = min(standby, max(cap - new, 0))
+    if standby:
+        reason += f"; {standby} warm standby"
+
+    victims, activate = _plan(obs.workers, new, standby)
+    reason += f" => desired {new}"
+    decision = Decision(desired=new, standby=standby, reason=reason, rule=rule, victims=victims, activate=activate)
+    return decision, replace(state, history=window, zero_since=zero_since, current=new)
+
+
+def _plan(workers: tuple[WorkerView, ...], desired: int, standby: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Who to drain and which standby workers to switch on so the pool matches the decision.
+
+    Unhealthy workers are always drained (they are replaced after their task). Missing consumers
+    come from standby first: that is capacity in milliseconds instead of a process start.
+    """
+    unhealthy = tuple(w.name for w in workers if not w.healthy and w.state != "draining")
+    healthy = tuple(w for w in workers if w.healthy)
+    consuming = tuple(w for w in healthy if w.state in CONSUMING)
+    spare = tuple(w for w in healthy if w.state == "standby")
+
+    activate = tuple(w.name for w in sorted(spare, key=lambda w: w.name)[: max(desired - len(consuming), 0)])
+    left = tuple(w for w in spare if w.name not in activate)
+    victims = unhealthy + choose_victims(consuming, len(consuming) - desired) + choose_victims(left, len(left) - standby)
+    return victims, activate

@@ -1,0 +1,220 @@
+"""Autoscaler reaction time: enqueue -> a *new* worker starts the task, vs plain Celery.
+
+``python -m benchmarks.reaction [REDIS_URL] [-n TRIALS]``
+
+One run, one broker, the same machine, each scenario ``-n`` times (default 20):
+
+- scalejob cold, at zero: ``scalejob autoscale`` running, no worker; ``put`` one task; until its
+  record's ``started_at``. Includes detection (pub/sub wake), the spawn, the worker's start.
+  The same trials measure scale-to-zero: last task end -> ``to_zero`` decision and worker exit,
+  against ``scaleDownGracePeriodSeconds``.
+- scalejob cold, saturated: one worker busy on a long task (min 1); ``put`` one more.
+- scalejob warm standby: one standby worker (``behavior.warmStandby: 1``); ``put`` one task.
+- plain Celery by hand: a task waits; ``celery worker`` (scalejob's Celery settings, threads
+  pool) is spawned; spawn -> the task body starts. No detection at all: the best case of "a
+  script starts a worker when it sees work".
+- Celery ``--autoscale=4,1`` (Celery defaults, prefork): one process busy on a long task; send
+  one more; until it starts. Then how long the extra process lingers after the load is gone
+  (Celery's fixed keepalive; there is no knob like ``scaleDownGracePeriodSeconds``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import uuid
+from typing import Any
+
+from benchmarks.common import DEFAULT_REDIS, QUIET, World, markdown_table, percentile, wait_until, world
+from tests.helpers import python_argv
+
+GRACE = 1.0
+
+
+def _deploy(w: World, **autoscaler: Any) -> Any:
+    from app import services
+    from app.specs import parse_spec
+
+    spec = parse_spec({"metadata": {"name": w.name("react")}, "autoscaler": autoscaler})
+    services.save(w.r, spec)
+    w.queues.append(f"scalejob.{spec.name}")
+    return spec
+
+
+def _workers(w: World, service: str, *states: str) -> list[Any]:
+    from workers.registry import list_workers
+
+    return [x for x in list_workers(w.r, service) if not states or x.state in states]
+
+
+def _started(w: World, rid: str) -> float:
+    from app import records
+
+    return wait_until(lambda: (rec := records.get(w.r, rid)) and rec.started_at, 60, f"request {rid} to start")
+
+
+def _done(w: World, rid: str) -> Any:
+    from app import records
+
+    return wait_until(lambda: (rec := records.get(w.r, rid)) and rec.done and rec, 60, f"request {rid} to finish", 0.01)
+
+
+def _local_pids(w: World) -> set[int]:
+    from app import keys
+
+    return {json.loads(v)["pid"] for v in w.r.hvals(keys.local_workers())}
+
+
+def _autoscaler(w: World, *args: str) -> None:
+    from app import keys
+
+    proc = w._spawn(python_argv("-m", "app.cli", "autoscale", *args), "autoscaler")
+    wait_until(lambda: (v := w.r.get(keys.autoscaler_lock())) and f":{proc.pid}:" in v.decode(), 30, "autoscaler to lead", 0.05)
+
+
+def scalejob_cold_at_zero(w: World, n: int, fork: bool = True) -> tuple[list[float], list[float], list[float]]:
+    """(reaction, to_zero decision after the last task, worker exit after the last task)."""
+    from app.inqueue import put
+    from autoscale import history
+
+    spec = _deploy(w, min=0, max=4, strategies={"avg_waiting_length": 1},
+                   behavior={"onZero": {"scaleDownGracePeriodSeconds": GRACE}, "scaleDown": {"stabilizationWindowSeconds": 0.5}})
+    _autoscaler(w, *([] if fork else ["--no-fork"]))
+    react, decided, exited = [], [], []
+    for _ in range(n):
+        t0 = time.time()
+        rid = put(w.r, spec, "command", b"true")[1]
+        react.append(_started(w, rid) - t0)
+        end = _done(w, rid).finished_at
+        wait_until(lambda: not _local_pids(w) and not _workers(w, spec.name), 30, "scale to zero", 0.01)
+        exited.append(time.time() - end)
+        zero = [d for d in history.recent(w.r, spec.name, 50) if d["rule"] == "to_zero" and d["at"] >= end]
+        decided.append(zero[-1]["at"] - end)
+    return react, decided, exited
+
+
+def scalejob_cold_saturated(w: World, n: int) -> list[float]:
+    from app.inqueue import put
+
+    spec = _deploy(w, min=1, max=4, strategies={"avg_waiting_length": 1},
+                   behavior={"scaleDown": {"stabilizationWindowSeconds": 0.2}})
+    _autoscaler(w)
+    wait_until(lambda: _workers(w, spec.name, "idle"), 60, "the min worker", 0.05)
+    out = []
+    for _ in range(n):
+        blocker = put(w.r, spec, "command", b"sleep 2")[1]
+        _started(w, blocker)
+        t0 = time.time()
+        rid = put(w.r, spec, "command", b"true")[1]
+        out.append(_started(w, rid) - t0)
+        _done(w, blocker)
+        wait_until(lambda: len(_local_pids(w)) == 1 and len(_workers(w, spec.name)) == 1, 30, "back to 1 worker", 0.02)
+    return out
+
+
+def scalejob_warm(w: World, n: int) -> list[float]:
+    from app.inqueue import put
+
+    spec = _deploy(w, min=0, max=4, strategies={"avg_waiting_length": 1},
+                   behavior={"warmStandby": 1, "onZero": {"scaleDownGracePeriodSeconds": GRACE}, "scaleDown": {"stabilizationWindowSeconds": 0.2}})
+    _autoscaler(w)
+    out = []
+    for _ in range(n):
+        wait_until(lambda: [s.state for s in _workers(w, spec.name)] == ["standby"] and len(_local_pids(w)) == 1, 60, "exactly one standby worker", 0.02)
+        t0 = time.time()
+        rid = put(w.r, spec, "command", b"true")[1]
+        out.append(_started(w, rid) - t0)
+        _done(w, rid)
+    return out
+
+
+def _plain_start(w: World, run: str, task_id: str) -> float:
+    from app import keys
+
+    return wait_until(lambda: (v := w.r.hget(keys.bench(run), task_id)) and json.loads(v)["start"], 60, f"plain task {task_id}")
+
+
+def plain_spawn(w: World, n: int) -> list[float]:
+    from benchmarks.plain_app import tuned
+
+    out, queue, run = [], w.name("plainq"), uuid.uuid4().hex
+    for i in range(n):
+        tid = f"t{i}"
+        tuned.send_task("bench.timed", args=[run], queue=queue, task_id=tid)
+        t0 = time.time()
+        proc = w.plain_worker("tuned", queue, f"{queue}-{i}@bench", pool="threads", same_flags=True)
+        out.append(_plain_start(w, run, tid) - t0)
+        w.stop(proc)
+    return out
+
+
+def celery_autoscale(w: World, n: int, linger: bool = True) -> tuple[list[float], float]:
+    """(reaction at saturation, seconds the extra process lingers after its task)."""
+    from benchmarks.plain_app import defaults
+
+    queue, run = w.name("autoq"), uuid.uuid4().hex
+    name = f"{queue}@bench"
+    argv = python_argv("-m", "celery", "-A", "benchmarks.plain_app:defaults", "worker", "-Q", queue, "-n", name,
+                       "--autoscale=4,1", "--loglevel", QUIET, "--without-mingle", "--without-gossip")
+    proc = w._spawn(argv, "celery-autoscale")
+    w.wait_plain_ready([name])
+    out = []
+    for i in range(n):
+        defaults.send_task("bench.timed", args=[run, "sleep 1.5"], queue=queue, task_id=f"b{i}")
+        wait_until(lambda: any((defaults.control.inspect(destination=[name], timeout=0.5).active() or {}).values()), 30, "blocker to run", 0.02)
+        t0 = time.time()
+        defaults.send_task("bench.timed", args=[run], queue=queue, task_id=f"t{i}")
+        out.append(_plain_start(w, run, f"t{i}") - t0)
+        _plain_end(w, run, f"b{i}")
+    if not linger:
+        return out, float("nan")
+    # how long the grown pool keeps its extra processes once idle (Celery: AUTOSCALE_KEEPALIVE)
+    t_idle = time.time()
+    try:
+        wait_until(lambda: len(proc.tree()) - 1 <= 1, 120, "celery --autoscale to shrink", 0.5)
+    except AssertionError:
+        return out, float("nan")
+    return out, time.time() - t_idle
+
+
+def _plain_end(w: World, run: str, task_id: str) -> float:
+    from app import keys
+
+    return wait_until(lambda: (v := w.r.hget(keys.bench(run), task_id)) and json.loads(v)["end"], 60, f"plain task {task_id} end")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("redis", nargs="?", default=DEFAULT_REDIS)
+    ap.add_argument("-n", type=int, default=20)
+    ap.add_argument("--skip-linger", action="store_true", help="do not wait for Celery --autoscale to shrink (~30-60 s)")
+    args = ap.parse_args()
+    rows = []
+
+    def add(label: str, xs: list[float], note: str = "") -> None:
+        rows.append([label, len(xs), percentile(xs, 50), percentile(xs, 95), max(xs), note])
+        print(f"{label}: p50 {percentile(xs, 50):.3f}s p95 {percentile(xs, 95):.3f}s max {max(xs):.3f}s", flush=True)
+
+    with world(args.redis, "react") as w:
+        add("scalejob --no-fork, cold, at zero (fresh `scalejob worker` process)", scalejob_cold_at_zero(w, args.n, fork=False)[0], "includes detection")
+    with world(args.redis, "react") as w:
+        react, decided, exited = scalejob_cold_at_zero(w, args.n)
+    add("scalejob, cold, at zero (forked from the template)", react, "includes detection")
+    add(f"scalejob, scale to zero: to_zero decision after last task (grace {GRACE:g}s)", decided)
+    add(f"scalejob, scale to zero: worker exited after last task (grace {GRACE:g}s)", exited)
+    with world(args.redis, "react") as w:
+        add("scalejob, cold, saturated (1 busy worker, min 1; forked)", scalejob_cold_saturated(w, args.n), "includes detection")
+    with world(args.redis, "react") as w:
+        add("scalejob, warm standby (add_consumer)", scalejob_warm(w, args.n), "includes detection")
+    with world(args.redis, "react") as w:
+        add("plain Celery: `celery worker` spawned by hand (spawn -> first task)", plain_spawn(w, args.n), "no detection")
+    with world(args.redis, "react") as w:
+        xs, linger = celery_autoscale(w, args.n, linger=not args.skip_linger)
+    add("plain Celery `--autoscale=4,1`, saturated (send -> start)", xs, f"extra process kept {linger:.0f}s after idle")
+    print()
+    print(markdown_table(["scenario", "n", "p50 s", "p95 s", "max s", "note"], rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+"""Kill-to-restart time of a long job whose worker is SIGKILLed, scalejob vs plain Celery.
+
+Each round: two idle workers, one long job (its first run would sleep 300 s), SIGKILL of the
+whole process tree of the worker running it, then the time until the job's command starts
+again on the other worker (the command writes its own start marks). A fresh worker replaces
+the killed one before the next round.
+
+- scalejob, Redis broker and RabbitMQ broker: recovery comes from the request lease
+  (``heartbeat_ttl``) and the recovery loop, not from the broker.
+- plain Celery acks-late (``benchmarks.plain_app:tuned``, threads pool) on RabbitMQ: the broker
+  redelivers as soon as the dead worker's connection closes (fast, but the same setup dies at
+  ``consumer_timeout`` on long jobs — see docs/long-running.md).
+- plain Celery acks-late on Redis: kombu restores the message only after ``visibility_timeout``;
+  its configured value is reported, not waited for.
+
+Run: ``python -m benchmarks.recovery [--kills 10] [--amqp amqp://guest:guest@127.0.0.1:5672//]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from kombu.transport.redis import Channel as RedisChannel
+
+from benchmarks.common import World, markdown_table, percentile, use_world_in_this_process, world
+from tests.helpers import wait_for
+
+AMQP = "amqp://guest:guest@127.0.0.1:5672//"
+
+
+def job(marks: Path, token: str) -> str:
+    """A command whose first run hangs and whose second run ends at once; start times in a file."""
+    f = marks / token
+    return f"echo $(date +%s.%N) >> {f}.starts; if [ -f {f}.first ]; then exit 0; fi; touch {f}.first; sleep 300"
+
+
+def second_start(marks: Path, token: str, timeout: float) -> float:
+    path = marks / f"{token}.starts"
+
+    def read() -> float | None:
+        lines = path.read_text().split() if path.exists() else []
+        return float(lines[1]) if len(lines) >= 2 else None
+
+    return wait_for(read, timeout, interval=0.02, what=f"job {token} to start again")
+
+
+def kill_tree(proc: Any) -> None:
+    import psutil
+
+    for p in proc.tree():
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+def scalejob_rounds(w: World, kills: int) -> list[float]:
+    from app.inqueue import put
+
+    spec = w.deploy_command_service("rec")
+    marks = w.tmp / "marks"
+    marks.mkdir()
+    workers = {n: w.scalejob_worker(spec.name, n) for n in (f"{spec.name}-{i}@bench" for i in range(2))}
+    w.wait_scalejob_idle(spec.name, 2)
+    times = []
+    for i in range(kills):
+        token = uuid.uuid4().hex[:8]
+        _, rid = put(w.r, spec, "command", job(marks, token).encode())
+        from app import records
+
+        holder = wait_for(lambda: (rec := records.get(w.r, rid)) and rec.state == "running" and rec.worker, 30, what="job start")
+        wait_for(lambda: (marks / f"{token}.first").exists(), 10, what="first run")
+        kill_tree(workers.pop(holder))
+        killed = time.time()
+        times.append(second_start(marks, token, 60) - killed)
+        wait_for(lambda: (rec := records.get(w.r, rid)) and rec.done, 30, what="job end")
+        name = f"{spec.name}-{i + 2}@bench"
+        workers[name] = w.scalejob_worker(spec.name, name)
+        w.wait_scalejob_idle(spec.name, 2)
+    return times
+
+
+def plain_rounds(w: World, kills: int) -> list[float]:
+    """Plain Celery acks-late (scalejob's Celery settings, no lease) on the world's broker."""
+    from benchmarks import plain_app
+
+    queue = w.name("plainrec")
+    marks = w.tmp / "plain-marks"
+    marks.mkdir()
+    host = socket.gethostname()
+    workers = {f"{queue}-{i}": w.plain_worker("tuned", queue, f"{queue}-{i}@%h", pool="threads", same_flags=True) for i in range(2)}
+    w.wait_plain_ready([f"{n}@{host}" for n in workers])
+    times = []
+    for i in range(kills):
+        token = uuid.uuid4().hex[:8]
+        run = f"rec{token}"
+        plain_app.tuned.send_task("bench.timed", args=[run, job(marks, token)], queue=queue)
+        wait_for(lambda: (marks / f"{token}.first").exists(), 30, what="first run")
+        holder = _holder(workers, token)
+        kill_tree(workers.pop(holder))
+        killed = time.time()
+        times.append(second_start(marks, token, 60) - killed)
+        name = f"{queue}-{i + 2}"
+        workers[name] = w.plain_worker("tuned", queue, f"{name}@%h", pool="threads", same_flags=True)
+        w.wait_plain_ready([f"{name}@{host}"])
+    return times
+
+
+def _holder(workers: dict[str, Any], token: str) -> str:
+    """The plain worker whose process tree runs the job (found by the job's command line)."""
+    for name, proc in workers.items():
+        for p in proc.tree()[1:]:
+            try:
+                if token in " ".join(p.cmdline()):
+                    return name
+            except Exception:  # noqa: BLE001 - the process may just have exited
+                continue
+    raise AssertionError(f"no plain worker runs job {token}")
+
+
+def summary(times: list[float]) -> tuple[int, float, float, float]:
+    return len(times), percentile(times, 50), percentile(times, 95), max(times)
+
+
+def run(kills: int = 10, amqp: str | None = AMQP) -> dict[str, Any]:
+    from app.settings import get_settings
+    from benchmarks import plain_app
+
+    out: dict[str, Any] = {}
+    with world(label="rec") as w:
+        out["scalejob, Redis broker"] = summary(scalejob_rounds(w, kills))
+        vt_plain = plain_app.defaults.conf.broker_transport_options.get("visibility_timeout", RedisChannel.visibility_timeout)
+        out["heartbeat_ttl"] = get_settings().heartbeat_ttl
+        out["plain_redis_visibility_timeout"] = vt_plain
+        out["scalejob_redis_visibility_timeout"] = get_settings().visibility_timeout
+    if amqp:
+        with world(label="reca") as w:
+            w.broker_url = amqp
+            use_world_in_this_process(w.env)
+            out["scalejob, RabbitMQ broker"] = summary(scalejob_rounds(w, kills))
+            out["plain Celery acks-late, RabbitMQ"] = summary(plain_rounds(w, kills))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--kills", type=int, default=10)
+    ap.add_argument("--amqp", default=AMQP, help="RabbitMQ URL; '' to skip")
+    args = ap.parse_args()
+    res = run(args.kills, args.amqp or None)
+    rows = [[k, *v] for k, v in res.items() if isinstance(v, tuple)]
+    rows.append(["plain Celery acks-late, Redis (kombu default)", "-", f"{res['plain_redis_visibility_timeout']} s", "(visibility_timeout, not waited for)", "-"])
+    print(markdown_table(["setup", "kills", "kill→restart p50 (s)", "p95 (s)", "max (s)"], rows))
+    print(f"\nscalejob heartbeat_ttl = {res['heartbeat_ttl']} s; scalejob Redis visibility_timeout = {res['scalejob_redis_visibility_timeout']} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""No-op tasks per second: one scalejob worker against one plain-Celery worker, same broker.
+
+``python -m benchmarks.throughput [REDIS_URL] [--rounds N]``
+
+Fair comparison — what each pair holds equal and what it measures:
+
+1. **command `true`** — scalejob's real task path (``scalejob.command`` with payload ``true``:
+   record, lease, registry, a shell subprocess with its output pumped, result to the output
+   queue) against a plain Celery task that runs the same shell command,
+   ``subprocess.run(["/bin/sh", "-c", "true"])``. The contract of a command task is "run the
+   payload as a shell command line", so the baseline pays for the shell too. The headline ratio
+   (target >= 0.9). A second baseline runs ``subprocess.run(["true"])`` (no shell) for reference.
+2. **dispatch only** — a real scalejob worker whose command body is replaced by an immediate
+   success (``benchmarks.noop_worker``: everything in ``workers.tasks.execute`` still runs)
+   against a bare plain Celery task: this isolates scalejob's per-task bookkeeping.
+
+Both sides: threads pool, concurrency 1, the same Celery settings (``app.celery_app.celery_config``:
+acks_late, prefetch 1, disable_prefetch, events), the same worker flags and log level. The queue
+is filled first, then the worker starts; rate = tasks / (first body start → last body end), so
+process start-up is excluded; a variant too slow to finish within ``BUDGET_S`` is timed on the
+tasks that finished. Baseline tasks record their timings with one pipelined Redis round
+trip per task (``benchmarks.plain_app.count``). Best of ``rounds`` per variant (other processes
+share the 2 cores; the best run is the least disturbed one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from benchmarks.common import DEFAULT_REDIS, World, markdown_table, world
+
+BUDGET_S = 8.0  # per measurement: keeps the whole script under 2 minutes however slow a variant is
+
+
+@dataclass(frozen=True)
+class Variant:
+    key: str
+    label: str
+    side: str  # "scalejob" or "plain"
+    n: int
+    argv: tuple[str, ...] | None = None  # plain: what the task runs
+    module: str = "app.cli"  # scalejob: worker entry point
+
+
+VARIANTS = (
+    Variant("sj_true", "scalejob command `true`", "scalejob", 300),
+    Variant("plain_sh_true", "plain Celery `sh -c true`", "plain", 300, ("/bin/sh", "-c", "true")),
+    Variant("plain_true", "plain Celery `true` (no shell)", "plain", 300, ("true",)),
+    Variant("sj_noop", "scalejob dispatch only (empty body)", "scalejob", 600, module="benchmarks.noop_worker"),
+    Variant("plain_bare", "plain Celery bare task", "plain", 600),
+)
+
+
+def measure_scalejob(w: World, v: Variant) -> float:
+    """Fill a fresh service's queue with ``v.n`` ``true`` commands, start one worker, time it."""
+    from app import keys
+    from app.inqueue import put
+
+    spec = w.deploy_command_service("tp")
+    ids = [put(w.r, spec, "command", b"true")[1] for _ in range(v.n)]
+    proc = w.scalejob_worker(spec.name, f"{spec.name}@bench", module=v.module)
+    done_or_budget(lambda: int(w.r.get(keys.sink_seq(spec.name)) or 0) >= v.n)
+    w.stop(proc)
+    with w.r.pipeline(transaction=False) as p:
+        for i in ids:
+            p.hmget(keys.request(i), "started_at", "finished_at", "state")
+        rows = [row for row in p.execute() if row[1]]
+    assert rows and all(state == b"succeeded" for _, _, state in rows), "a benchmark task did not succeed"
+    return rate(len(rows), min(float(s) for s, _, _ in rows), max(float(f) for _, f, _ in rows))
+
+
+def measure_plain(w: World, v: Variant) -> float:
+    """Same procedure with a plain Celery worker of the ``tuned`` app (scalejob's settings)."""
+    from app import keys
+    from benchmarks.plain_app import tuned
+
+    queue, run = w.name("tp-plain"), uuid.uuid4().hex
+    kwargs = {"run": run, "argv": list(v.argv) if v.argv else None}
+    with tuned.producer_or_acquire() as producer:
+        for _ in range(v.n):
+            tuned.send_task("bench.count", kwargs=kwargs, queue=queue, producer=producer)
+    proc = w.plain_worker("tuned", queue, f"{queue}@bench", pool="threads", same_flags=True)
+    k = keys.bench(run)
+    done_or_budget(lambda: int(w.r.get(f"{k}:n") or 0) >= v.n)
+    w.stop(proc)
+    n, first, last = w.r.mget(f"{k}:n", f"{k}:first", f"{k}:last")
+    return rate(int(n), float(first), float(last))
+
+
+def done_or_budget(done: Callable[[], bool]) -> None:
+    """Wait for every task, or for BUDGET_S (slow variants are then timed on what finished)."""
+    deadline = time.monotonic() + BUDGET_S
+    while not done() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def rate(n: int, first_start: float, last_end: float) -> float:
+    assert n > 1, "fewer than 2 tasks finished within the budget"
+    return n / (last_end - first_start)
+
+
+def run(redis_url: str = DEFAULT_REDIS, rounds: int = 2) -> dict:
+    """Best-of-``rounds`` tasks/s for every variant, interleaved, and the two ratios."""
+    best: dict[str, float] = {}
+    with world(redis_url, "tp") as w:
+        for _ in range(rounds):
+            for v in VARIANTS:
+                rate = (measure_scalejob if v.side == "scalejob" else measure_plain)(w, v)
+                best[v.key] = max(best.get(v.key, 0.0), rate)
+    ratios = {
+        "command_true": best["sj_true"] / best["plain_sh_true"],
+        "command_true_vs_no_shell": best["sj_true"] / best["plain_true"],
+        "dispatch_only": best["sj_noop"] / best["plain_bare"],
+    }
+    result = {"tasks_per_s": best, "ratio": ratios, "passes_0_9": ratios["command_true"] >= 0.9,
+              "rounds": rounds, "broker": redis_url}
+    print(render(result))
+    return result
+
+
+def render(res: dict) -> str:
+    t, ra = res["tasks_per_s"], res["ratio"]
+    rows = [
+        ("command `true`", f"{t['sj_true']:.0f}", f"{t['plain_sh_true']:.0f} (`sh -c true`)", f"{ra['command_true']:.2f}"),
+        ("command `true`, baseline without shell", f"{t['sj_true']:.0f}", f"{t['plain_true']:.0f} (`true`)", f"{ra['command_true_vs_no_shell']:.2f}"),
+        ("dispatch only (empty body)", f"{t['sj_noop']:.0f}", f"{t['plain_bare']:.0f} (bare task)", f"{ra['dispatch_only']:.2f}"),
+    ]
+    head = (f"Throughput: 1 worker, threads pool, concurrency 1, scalejob's Celery settings on both sides, "
+            f"best of {res['rounds']}, broker {res['broker']}")
+    verdict = f"ratio (command `true` vs `sh -c true`) >= 0.9: {'yes' if res['passes_0_9'] else 'NO'}"
+    return "\n".join([head, "", markdown_table(["workload", "scalejob tasks/s", "plain Celery tasks/s", "scalejob / plain"], rows), "", verdict])
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("redis_url", nargs="?", default=DEFAULT_REDIS)
+    ap.add_argument("--rounds", type=int, default=2)
+    a = ap.parse_args()
+    run(a.redis_url, a.rounds)

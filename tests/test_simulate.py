@@ -1,0 +1,111 @@
+"""The trace simulator: the same policy as the controller, a worker start-time model, references."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from app.cli import cli
+from autoscale.policy import AutoscalerConfig
+from autoscale.simulate import ScalejobPolicy, compare, hpa_policy, keda_policy, load_trace, plot, simulate
+
+ROOT = Path(__file__).resolve().parents[1]
+BURSTY = ROOT / "benchmarks" / "traces" / "bursty.csv"
+CFG = AutoscalerConfig(min=0, max=4, scale_down_grace=60, stabilization=1)
+
+
+def test_task_at_zero_waits_only_for_the_worker_start() -> None:
+    r = simulate([(10.0, 5.0)], ScalejobPolicy(CFG), start_time=0.6)
+    assert r.waits == [pytest.approx(0.6)]  # the enqueue wakes the policy: no tick to wait for
+    assert (r.spawns, r.stops, r.interrupted) == (1, 1, 0)
+
+
+def test_cost_counts_from_spawn_to_exit_after_the_grace() -> None:
+    r = simulate([(0.0, 10.0)], ScalejobPolicy(CFG), start_time=0.6)
+    stop_at = next(t for t, e in r.events if e == "stop")
+    assert 10.6 + 60 <= stop_at <= 10.6 + 60 + 0.5  # grace, then the next 0.5 s tick
+    assert r.worker_seconds == pytest.approx(stop_at, abs=1e-6)
+
+
+def test_keda_waits_for_its_poll_and_keeps_workers_for_the_cooldown() -> None:
+    r = simulate([(31.0, 5.0)], keda_policy(CFG), start_time=0.6)
+    assert r.waits == [pytest.approx(60.6 - 31.0)]  # next 30 s poll at t=60, then the start time
+    stop_at = next(t for t, e in r.events if e == "stop")
+    assert stop_at >= 60 + 300  # cooldownPeriod after the last poll that saw work
+
+
+def test_hpa_never_goes_to_zero() -> None:
+    r = simulate([(5.0, 1.0)], hpa_policy(CFG))
+    assert r.waits == [0.0] and r.stops == 0
+    assert r.worker_seconds == pytest.approx(r.horizon)
+
+
+def test_warm_standby_takes_the_first_task_without_a_start() -> None:
+    cfg = AutoscalerConfig(min=0, max=4, warm_standby=1)
+    r = simulate([(100.0, 5.0)], ScalejobPolicy(cfg), start_time=0.6)
+    assert r.waits == [0.0]
+
+
+def test_kubernetes_scale_down_cuts_busy_pods_but_scalejob_drains() -> None:
+    long = [(0.0, 400.0)] * 3  # taken by the oldest worker and two new ones
+    burst = [(0.1, 1.0)] * 20  # more new workers; the HPA scales down after its 300 s window
+    trace = long + burst
+    cfg = AutoscalerConfig(min=0, max=8)
+    hpa = simulate(trace, hpa_policy(cfg), grace=30)
+    ours = simulate(trace, ScalejobPolicy(cfg), grace=30)
+    assert hpa.interrupted >= 1, "the ReplicaSet picks the newest pods, busy or not"
+    assert ours.interrupted == 0
+    for r in (hpa, ours):
+        assert len(r.waits) == len(trace)  # every task ran (a cut one was redelivered)
+
+
+def test_bursty_trace_comparison() -> None:
+    results = compare(load_trace(BURSTY), AutoscalerConfig(min=0, max=20))
+    ours, keda, hpa = results
+    assert [r.policy for r in results] == ["scalejob", "KEDA defaults", "HPA defaults"]
+    assert len(ours.waits) == len(keda.waits) == len(hpa.waits) == len(load_trace(BURSTY))
+    assert ours.worker_seconds < keda.worker_seconds and ours.worker_seconds < hpa.worker_seconds
+    assert ours.p95 < keda.p95 and ours.p95 < hpa.p95
+
+
+def test_load_trace(tmp_path: Path) -> None:
+    f = tmp_path / "t.csv"
+    f.write_text("arrival,duration\n# a comment\n2.5,1\n1,3\n")
+    assert load_trace(f) == [(1.0, 3.0), (2.5, 1.0)]
+    f.write_text("1,2\n3,oops\n")
+    with pytest.raises(ValueError, match=r"t.csv:2: expected 'arrival,duration'"):
+        load_trace(f)
+    with pytest.raises(ValueError, match="no such file"):
+        load_trace(tmp_path / "missing.csv")
+
+
+def test_shipped_trace_is_what_the_generator_makes() -> None:
+    spec = importlib.util.spec_from_file_location("make_bursty", BURSTY.with_name("make_bursty.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    assert mod.make() == mod.make() == load_trace(BURSTY)
+
+
+def test_plot_writes_a_png(tmp_path: Path) -> None:
+    results = compare([(0.0, 2.0), (1.0, 2.0)], CFG)
+    out = plot(results, tmp_path / "img" / "t.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_prints_the_table_and_writes_the_timeline(tmp_path: Path) -> None:
+    png = tmp_path / "sim.png"
+    res = CliRunner().invoke(cli, ["simulate", str(BURSTY), "--max", "20", "--png", str(png)])
+    assert res.exit_code == 0, res.output
+    for name in ("scalejob", "KEDA defaults", "HPA defaults", "worker-s", "wait p95"):
+        assert name in res.output
+    assert png.stat().st_size > 10_000
+
+
+def test_cli_bad_input_is_one_line(tmp_path: Path) -> None:
+    res = CliRunner().invoke(cli, ["simulate", str(tmp_path / "nope.csv")])
+    assert res.exit_code == 1 and "nope.csv: no such file" in " ".join(res.output.split())
+    res = CliRunner().invoke(cli, ["simulate", str(BURSTY), "--min", "5", "--max", "2"])
+    assert res.exit_code == 1 and "bad autoscaler config" in " ".join(res.output.split())
