@@ -98,21 +98,10 @@ def submit(
 
 
 def follow_request(r, request_id: str, timeout: float) -> records.Record:  # noqa: ANN001
-    """Print a request's log lines as they come; return its final record."""
-    from app import sink
+    """Stream a request's log lines with a live progress bar; return its final record."""
+    from app.cli_run import follow
 
-    after, deadline = "0-0", time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for eid, msg in sink.request_events(r, request_id, after):
-            after = eid
-            if msg.tags.get("type") == "log":
-                console.print(msg.data.decode(errors="replace"), highlight=False, markup=False)
-        rec = records.get(r, request_id)
-        if rec is not None and rec.done:
-            return rec
-        time.sleep(0.1)
-    fail(f"request {request_id} not finished after {timeout:.0f}s")
-    raise AssertionError
+    return follow(r, request_id, timeout, fail)
 
 
 @cli.command()
@@ -145,6 +134,9 @@ def api(
 from app.cli_ops import register as _register_ops  # noqa: E402 - services, delete, token, spec-schema, flower
 
 _register_ops(cli, fail, _redis)
+from app.cli_run import register as _register_run  # noqa: E402 - up, logs, cancel
+
+_register_run(cli, fail, _redis)
 
 
 @cli.command()

@@ -11,6 +11,7 @@ The API (429 on ``max_waiting``) and the autoscaler both call :func:`waiting`.
 from __future__ import annotations
 
 import functools
+import threading
 
 import redis
 from kombu import Connection
@@ -25,6 +26,10 @@ KOMBU_PRIORITY_STEPS = (0, 3, 6, 9)
 def redis_queue_keys(queue: str) -> list[str]:
     """The Redis lists kombu uses for ``queue``, one per priority step."""
     return [queue if pri == 0 else f"{queue}{KOMBU_SEP}{pri}" for pri in KOMBU_PRIORITY_STEPS]
+
+
+_amqp: dict[str, Connection] = {}
+_amqp_lock = threading.Lock()
 
 
 @functools.lru_cache(maxsize=8)
@@ -62,8 +67,16 @@ def waiting_on(connection_or_url: str | redis.Redis | Connection, queue: str) ->
     url = str(connection_or_url)
     if is_redis_url(url):
         return _waiting_redis(_redis_client(url), queue)
-    with Connection(url) as conn:
-        return _waiting_amqp(conn, queue)
+    with _amqp_lock:  # one kept connection per URL (a put checks depth: no handshake per call)
+        conn = _amqp.get(url)
+        if conn is None:
+            conn = _amqp[url] = Connection(url)
+        try:
+            return _waiting_amqp(conn, queue)
+        except Exception:
+            _amqp.pop(url, None)
+            conn.release()
+            raise
 
 
 def waiting(service: str) -> int:

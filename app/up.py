@@ -23,6 +23,7 @@ from pathlib import Path
 from rich.console import Console
 
 from app.embedded import stop_embedded
+from app.frontend import FrontendProcess
 
 
 @dataclass
@@ -77,7 +78,7 @@ def scalejob(*args: str) -> list[str]:
 
 def run_up(specs: list[Path], port: int, flower: bool, stop_timeout: float, console: Console) -> int:
     """Start everything, print where it is, block until SIGINT/SIGTERM, stop everything."""
-    from app import services
+    from app import auth, services
     from app.connections import endpoints, state_redis
     from app.embedded import find_embedded
     from app.settings import get_settings
@@ -108,21 +109,25 @@ def run_up(specs: list[Path], port: int, flower: bool, stop_timeout: float, cons
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     code = 0
+    frontends: list[FrontendProcess] = []
     try:
         stack.start("api", scalejob("api", "--host", settings.api_host, "--port", str(port)), env)
         stack.start("autoscaler", scalejob("autoscale"), env)
         if flower:
             stack.start("flower", scalejob("flower"), env)
         endpoint = f"http://{settings.api_host}:{port}"
+        tokens = {spec.name: spec.metadata.token or auth.issue(r, spec.name) for spec in deployed}
         for spec in deployed:
             if spec.metadata.type == "ScalableJobService" and spec.front_end and spec.front_end.script:
-                fe_env = {**env, "SCALEJOB_ENDPOINT": endpoint, "SCALEJOB_SERVICE": spec.name, "SCALEJOB_TOKEN": spec.metadata.token or admin}
-                stack.start(f"frontend-{spec.name}", ["/bin/sh", "-c", spec.front_end.script], fe_env)
+                fe = FrontendProcess(spec, endpoint, tokens[spec.name], Path.cwd(), stack.log_dir / f"frontend-{spec.name}.log")
+                fe.env.update({k: v for k, v in env.items() if k.startswith("SCALEJOB_") and k not in fe.env})
+                fe.start()
+                frontends.append(fe)
         console.print(f"[bold]scalejob up[/bold]  broker {ep.broker_url}  data {settings.data_dir.resolve()}")
         console.print(f"  API        {endpoint}   (docs {endpoint}/docs, dashboard {endpoint}/ui)")
         console.print(f"  admin token {admin}")
         for spec in deployed:
-            console.print(f"  service    {spec.name}  POST {endpoint}/api/predict/{spec.name}?taskType={spec.allowed_task_types()[0]}")
+            console.print(f"  service    {spec.name}  POST {endpoint}/api/predict/{spec.name}?taskType={spec.allowed_task_types()[0]}  token {tokens[spec.name]}")
         console.print(f"  logs       {stack.log_dir}   — Ctrl-C stops everything")
         while not stopping["now"]:
             dead = stack.dead()
@@ -133,6 +138,8 @@ def run_up(specs: list[Path], port: int, flower: bool, stop_timeout: float, cons
             time.sleep(0.2)
     finally:
         console.print("stopping: running tasks finish first ...")
+        for fe in frontends:
+            fe.stop()
         stack.stop(stop_timeout)
         if embedded is not None or (not settings.broker_url and not settings.redis_url):
             server = find_embedded(settings.data_dir)

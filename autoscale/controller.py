@@ -80,6 +80,7 @@ class Controller:
     states: dict[str, PolicyState] = field(default_factory=dict)
     pending: set[str] = field(default_factory=set)  # standby workers activated before they were ready
     drained: set[str] = field(default_factory=set)  # workers we drained that no backend owns
+    wake_at: float | None = None  # monotonic: tick then even if before the next poll (grace ends)
 
     # -- one tick ----------------------------------------------------------------------------
     def tick(self, now: float | None = None) -> list[dict[str, Any]]:
@@ -94,7 +95,14 @@ class Controller:
             seen.append((t, t0, handles, workers, sum(self.depth.waiting(q) for q in t.queues)))
         self.pending &= {v.name for *_, w, _ in seen for v in w.views}  # forget standby workers that died
         snap = self._gpu_snapshot([w for t, _, _, w, _ in seen if t.cfg.gpu_per_worker > 0])
-        return [self.step(t, t0, handles, workers, waiting, now, snap) for t, t0, handles, workers, waiting in seen]
+        entries = [self.step(t, t0, handles, workers, waiting, now, snap) for t, t0, handles, workers, waiting in seen]
+        self.wake_at = self._grace_deadline(targets, now)
+        return entries
+
+    def _grace_deadline(self, targets: list[Target], now: float) -> float | None:
+        """Monotonic time at which a service's onZero grace ends, so to_zero fires on time, not a tick late."""
+        ends = [st.zero_since + t.cfg.scale_down_grace for t in targets if (st := self.states.get(t.service)) and st.zero_since is not None and st.current > 0]
+        return time.monotonic() + max(min(ends) - now, 0.0) + 0.001 if ends else None
 
     def step(self, t: Target, t0: float, handles: list[WorkerHandle], workers: Workers, waiting: int, now: float, snap: Any = None) -> dict[str, Any]:
         views, free_gpus = workers.views, None
@@ -236,7 +244,8 @@ class Controller:
                         leading = False
                 except redis.RedisError as exc:
                     log.warning("autoscaler tick: Redis error: %s", exc)
-                _wait(pubsub, stop, started + self.poll_interval)
+                until = started + self.poll_interval
+                _wait(pubsub, stop, until if self.wake_at is None or not leading else min(until, self.wake_at))
         finally:
             pubsub.close()
 

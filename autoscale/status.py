@@ -7,8 +7,7 @@ import time
 import redis
 from rich.table import Table
 
-from app import services
-from app.depth import waiting
+from app import services, tenants
 from autoscale import history
 from workers import registry
 
@@ -28,5 +27,5 @@ def status_table(r: redis.Redis) -> Table:
         desired = "-" if last is None else f"{last['desired']}" + (f" +{last['standby']} standby" if last["standby"] else "")
         when = "-" if last is None else f"{last['rule']} {time.time() - last.get('last_at', last['at']):.0f}s ago"
         reason = "" if last is None else last["reason"]
-        table.add_row(name, str(waiting(name)), str(running), ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "0", desired, when, reason)
+        table.add_row(name, str(tenants.waiting(r, name)), str(running), ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "0", desired, when, reason)
     return table

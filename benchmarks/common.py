@@ -13,7 +13,6 @@ import math
 import os
 import shutil
 import tempfile
-import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -94,7 +93,6 @@ class World:
     prefix: str
     tmp: Path
     procs: list[Proc] = field(default_factory=list)
-    queues: list[str] = field(default_factory=list)
 
     @property
     def env(self) -> dict[str, str]:
@@ -124,7 +122,6 @@ class World:
 
         spec = parse_spec({"metadata": {"name": self.name(base)}})
         services.save(self.r, spec)
-        self.queues.append(f"scalejob.{spec.name}")
         return spec
 
     def _spawn(self, argv: list[str], label: str) -> Proc:
@@ -152,7 +149,6 @@ class World:
             argv.append(f"--pool={pool}")
         if same_flags:
             argv += ["--without-mingle", "--without-gossip"]
-        self.queues.append(queue)
         return self._spawn(argv, "plain")
 
     def wait_scalejob_idle(self, service: str, n: int, timeout: float = 60) -> None:
@@ -172,9 +168,9 @@ class World:
     def close(self) -> None:
         for p in self.procs:
             p.kill_tree()
+        # every name this world made contains its prefix: scalejob keys, queues, kombu bindings
         r = self.r
-        doomed = [k for k in r.scan_iter(match=f"{self.prefix}:*", count=1000)]
-        doomed += [q for q in self.queues]
+        doomed = list(r.scan_iter(match=f"*{self.prefix}*", count=1000))
         for i in range(0, len(doomed), 500):
             r.delete(*doomed[i : i + 500])
 
@@ -202,7 +198,3 @@ def world(redis_url: str = DEFAULT_REDIS, label: str = "bench") -> Iterator[Worl
 def wait_until(cond: Callable[[], Any], timeout: float, what: str, interval: float = 0.005) -> Any:
     """``wait_for`` with a fine poll interval: benchmarks time what they wait on."""
     return wait_for(cond, timeout, interval=interval, what=what)
-
-
-def now() -> float:
-    return time.time()

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import time
 
+import httpx
+
 from tests.autoscaling import Autoscalers, autoscaled_spec, autoscalers  # noqa: F401 - fixture
 from tests.conftest import Stack
-from tests.helpers import wait_for
+from tests.helpers import free_port, wait_for
 
 GRACE = 3.0
 
@@ -138,7 +140,8 @@ def test_a_killed_autoscaler_is_replaced_by_the_standby_which_adopts_its_workers
 def test_warm_standby_is_activated_for_the_first_task_and_replaced(stack: Stack, autoscalers: Autoscalers) -> None:
     spec = stack.deploy(autoscaled_spec(stack, min=0, max=2, strategies={"avg_waiting_length": 1},
                                         behavior={"warmStandby": 1, "onZero": {"scaleDownGracePeriodSeconds": 60}}))
-    autoscalers.wait_leader(autoscalers.start())
+    port = free_port()
+    autoscalers.wait_leader(autoscalers.start("--metrics-port", str(port)))
     [warm] = stack.wait_workers(spec.name, 1, "standby", timeout=20)
     time.sleep(1.0)
     assert [w.state for w in stack.workers(spec.name)] == ["standby"]
@@ -152,3 +155,6 @@ def test_warm_standby_is_activated_for_the_first_task_and_replaced(stack: Stack,
     fresh = stack.wait_workers(spec.name, 1, "standby", timeout=20)
     assert fresh[0].name != warm.name
     assert {w.name: w.state for w in stack.workers(spec.name)}[warm.name] in ("idle", "busy")
+    metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    assert f'scalejob_autoscaler_standby_desired{{service="{spec.name}"}} 1.0' in metrics
+    assert f'scalejob_autoscaler_actions_total{{action="activate",service="{spec.name}"}} 1.0' in metrics

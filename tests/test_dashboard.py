@@ -8,6 +8,7 @@ Screenshots of each page are written to ``docs/img/dashboard-*.png``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -56,9 +57,10 @@ class Tab:
         self.ctx = browser.new_context(viewport={"width": 1360, "height": 1000})
         self.page = self.ctx.new_page()
         self.base = base
-        self.errors: list[str] = []
+        self.errors: list[str] = []  # console errors (a 401 response is one, on purpose)
+        self.crashes: list[str] = []  # uncaught exceptions in the page's scripts
         self.page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
-        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.on("pageerror", lambda e: self.crashes.append(str(e)))
         self.page.on("dialog", lambda d: d.accept())  # the cancel button's confirm()
 
     def open(self, hash_: str = "") -> None:
@@ -74,6 +76,7 @@ class Tab:
 
     def close(self) -> None:
         assert not [e for e in self.errors if "Content Security Policy" in e], self.errors
+        assert not self.crashes, self.crashes
         self.ctx.close()
 
 
@@ -89,6 +92,28 @@ def _service(stack: Stack, **autoscaler: Any) -> Any:
     if autoscaler:
         spec["autoscaler"] = autoscaler
     return stack.deploy(spec)
+
+
+@contextlib.contextmanager
+def kept_alive(stack: Stack, names: list[str]) -> Iterator[None]:
+    """Heartbeat registry entries (as live workers would) while the block runs."""
+    from workers import registry
+
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.is_set():
+            for n in names:
+                registry.heartbeat(stack.r, n)
+            stop.wait(1)
+
+    beater = threading.Thread(target=beat, daemon=True)
+    beater.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        beater.join()
 
 
 # --- auth ----------------------------------------------------------------------------------------
@@ -136,6 +161,36 @@ def test_a_service_token_sees_only_its_service(stack: Stack, api: ApiServer, tab
     assert "mine-token-123" not in tab.page.content()
 
 
+# --- chart data ----------------------------------------------------------------------------------
+def _decision(at: float, desired: int, rule: str, workers: int, waiting: int, actions: list[str]) -> dict[str, Any]:
+    return {"at": at, "service": "x", "inputs": {"waiting": waiting, "running": 0, "workers": {"idle": workers}, "free_gpus": None},
+            "desired": desired, "standby": 0, "reason": f"{rule} to {desired}", "rule": rule, "actions": actions, "duration_ms": 1.0}
+
+
+def test_history_turns_decisions_into_chart_points_and_scale_events(stack: Stack, api: ApiServer) -> None:  # noqa: F811
+    from autoscale import history
+
+    spec = _service(stack)
+    now = time.time()
+    seeded = [
+        _decision(now - 7200, 1, "hold", 1, 0, []),  # older than the hour: left out
+        _decision(now - 120, 3, "scale-up", 1, 5, ["spawn a", "spawn b"]),
+        _decision(now - 110, 3, "scale-up", 3, 2, []),  # same decision: folded into the previous entry
+        _decision(now - 60, 1, "scale-down", 3, 0, ["drain a (idle)", "drain b (idle)"]),
+        _decision(now - 30, 1, "scale-down", 1, 0, []),
+    ]
+    for entry in seeded:
+        history.record(stack.r, spec.name, entry, 200)
+    with api.client() as c:
+        hist = c.get(f"/api/services/{spec.name}/history").json()
+    times = [p["t"] for p in hist["points"]]
+    assert times == sorted(times) and times[0] >= now - 3600
+    assert [round(p["t"] - now) for p in hist["points"]] == [-120, -110, -60, -30]
+    assert [p["workers"] for p in hist["points"]] == [3, 3, 1, 1] and max(p["desired"] for p in hist["points"]) == 3
+    assert [(round(e["t"] - now), e["rule"]) for e in hist["events"]] == [(-120, "scale-up"), (-60, "scale-down")]
+    assert hist["events"][1]["actions"] == ["drain a (idle)", "drain b (idle)"] and hist["events"][0]["reason"] == "scale-up to 3"
+
+
 # --- live table feed -----------------------------------------------------------------------------
 def test_live_feed_sends_a_snapshot_then_only_changed_rows(stack: Stack, api: ApiServer) -> None:  # noqa: F811
     quiet, busy = _service(stack), _service(stack)
@@ -171,19 +226,9 @@ def test_pages_stay_fast_at_1000_waiting_requests_and_50_workers(stack: Stack, a
     for i in range(1000):
         inqueue.put(stack.r, spec, "command", f"echo {i}".encode())
     names = [f"{spec.name}-w{i:02d}" for i in range(50)]
-    for n in names:  # registry entries kept alive by a heartbeat thread, as 50 workers would
+    for n in names:
         registry.register(stack.r, n, spec.name, "idle")
-    stop = threading.Event()
-
-    def beat() -> None:
-        while not stop.is_set():
-            for n in names:
-                registry.heartbeat(stack.r, n)
-            stop.wait(1)
-
-    beater = threading.Thread(target=beat, daemon=True)
-    beater.start()
-    try:
+    with kept_alive(stack, names):
         with api.client() as c:
             timings = {}
             for path in ("requests?limit=25", "requests?offset=975&limit=25", "workers?limit=25", "history", "overview"):
@@ -206,9 +251,56 @@ def test_pages_stay_fast_at_1000_waiting_requests_and_50_workers(stack: Stack, a
         tab.page.wait_for_selector("#workers-box .pager:has-text('1–25 of 50')")
         assert tab.page.locator("#requests tbody tr").count() == 25 and tab.page.locator("#workers tbody tr").count() == 25
         assert tab.page.locator("#workers tbody tr").first.inner_text().count("no GPU") == 1
-    finally:
-        stop.set()
-        beater.join()
+
+
+# --- workers and GPUs ----------------------------------------------------------------------------
+@pytest.fixture
+def inprocess_api(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The API served from this process (uvicorn in a thread), so a fake NVML can be injected."""
+    import uvicorn
+
+    from tests.conftest import reset_caches
+    from tests.helpers import free_port
+
+    monkeypatch.setenv("SCALEJOB_ADMIN_TOKEN", ADMIN_TOKEN)
+    reset_caches()
+    server = uvicorn.Server(uvicorn.Config("app.api:app", host="127.0.0.1", port=free_port(), log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, 30, what="in-process API to start")
+    yield f"http://127.0.0.1:{server.config.port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_workers_show_their_gpu_device_util_and_memory_or_no_gpu(stack: Stack, inprocess_api: str, browser: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from app import ui_data
+    from autoscale.metrics.gpu import GpuMonitor
+    from tests.fake_nvml import GiB, FakeNvml
+    from workers import registry
+
+    nvml = FakeNvml(2)
+    nvml.devices[1].util, nvml.devices[1].mem_used = 73.0, 20 * GiB
+    monkeypatch.setattr(ui_data, "_gpu_monitor", GpuMonitor(nvml))
+    monkeypatch.setattr(ui_data, "_gpu_checked", True)
+    spec = _service(stack)
+    gpu, cpu = f"{spec.name}-gpu", f"{spec.name}-cpu"
+    registry.register(stack.r, gpu, spec.name, "idle", gpus="1")
+    registry.register(stack.r, cpu, spec.name, "idle")
+    tab = Tab(browser, inprocess_api)
+    with kept_alive(stack, [gpu, cpu]):
+        page = ui_data.workers_page(stack.r, spec.name)
+        by_name = {w["name"]: w for w in page["workers"]}
+        assert page["gpu_available"] and by_name[cpu]["gpus"] == []
+        assert by_name[gpu]["gpus"] == [{"index": 1, "util": 73.0, "mem_used": 20 * GiB, "mem_total": 80 * GiB, "healthy": True}]
+
+        tab.open(f"#/service/{spec.name}")
+        tab.login(ADMIN_TOKEN)
+        row = tab.page.wait_for_selector(f"#workers tr[data-worker='{gpu}']")
+        assert "GPU 1: 73% · 20.0/80.0 GiB" in row.inner_text()
+        assert "no GPU" in tab.page.inner_text(f"#workers tr[data-worker='{cpu}']")
+        tab.page.locator("section.card", has=tab.page.locator("#workers-box")).screenshot(path=str(IMG / "dashboard-workers.png"))
+    tab.close()
 
 
 # --- a task's life from the form -----------------------------------------------------------------

@@ -33,6 +33,7 @@ def point_celery_at(url: str) -> None:
     _point_celery_at(url)
     pools.reset()  # kombu caches producer pools per connection, across apps
     celery_app.amqp._producer_pool = None
+    celery_app.amqp.__dict__.pop("queues", None)  # cached with the queue type of its first use
 
 
 @pytest.fixture(autouse=True)
@@ -168,6 +169,24 @@ def test_amqp_idle_first_holds_with_ack_on_start(stack: Stack) -> None:
     assert {r.worker for r in recs} == {f"{spec.name}-a@test", f"{spec.name}-b@test"} - {busy}
     assert max(r.finished_at for r in recs) - t0 < 4.0, "a short task waited behind the long one"
     assert stack.wait_done(long_id, timeout=20).state == "succeeded"
+
+
+def test_amqp_quorum_queues_on_request(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SCALEJOB_AMQP_QUORUM=1: service queues are quorum queues; ack-on-start and the gate still hold."""
+    from app.settings import get_settings
+
+    monkeypatch.setenv("SCALEJOB_AMQP_QUORUM", "1")
+    get_settings.cache_clear()
+    stack.env["SCALEJOB_AMQP_QUORUM"] = "1"
+    use_broker(stack, "amqp")
+    spec = stack.deploy(stack.command_spec())
+    worker = stack.start_worker(spec.name)
+    stack.wait_workers(spec.name, 1, "idle")
+    ids = [stack.put(spec, "command", "echo run >> starts.txt; sleep 0.3") for _ in range(3)]
+    assert all(stack.wait_done(i, timeout=30).state == "succeeded" for i in ids)
+    assert starts(stack, spec) == ["run"] * 3 and worker.alive()
+    listed = subprocess.run(["rabbitmqctl", "list_queues", "name", "type"], capture_output=True, text=True, timeout=30).stdout
+    assert f"scalejob.{spec.name}\tquorum" in listed
 
 
 # The first run of the job hangs (until killed); the copy that recovery starts finishes quickly.

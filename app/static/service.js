@@ -58,6 +58,7 @@
       hooks: { draw: [markEvents], setCursor: [explain] },
     }, data, box);
     explain(u);
+    new ResizeObserver(() => u.setSize({ width: Math.max(320, box.clientWidth - 8), height: 260 })).observe(box);
     const chart = { u, data, events, push: (p) => { push(p); u.setData(data); } };
     window.sjChart = chart; // read by the browser test; holds no secret
     return chart;

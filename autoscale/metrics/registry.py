@@ -79,33 +79,56 @@ def merge(known: Iterable[WorkerView], handles: Iterable[WorkerHandle], pending_
     return tuple(views[n] for n in sorted(views))
 
 
+# One round trip for the whole service: every worker's entry, its running request ids and when the
+# first of them started. Read-only (workers/registry.py owns these keys); ~10x cheaper for the
+# client than a 2-commands-per-worker pipeline, which is what keeps a tick under a few ms.
+_SNAPSHOT = """
+local out = {}
+for _, n in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local running = redis.call('SMEMBERS', ARGV[1] .. n .. ARGV[2])
+  local started = ''
+  if #running > 0 then started = redis.call('HGET', ARGV[3] .. running[1], 'started_at') or '' end
+  out[#out + 1] = {n, redis.call('HGETALL', ARGV[1] .. n), running, started}
+end
+return out
+"""
+
+
 @dataclass
 class RegistryObserver:
     """Worker states of scalejob services from the worker registry."""
 
     r: redis.Redis
 
+    def snapshot(self, service: str) -> tuple[list[registry.WorkerInfo], dict[str, float]]:
+        """Live registry entries of ``service`` and, per busy worker, when its task started."""
+        worker_key = keys.worker("")
+        tasks_suffix = keys.worker_tasks("x")[len(keys.worker("x")):]
+        rows = self.r.eval(_SNAPSHOT, 1, keys.service_workers(service), worker_key, tasks_suffix, keys.request(""))
+        infos, started, dead = [], {}, False
+        for raw_name, flat, running, start in rows:
+            name = raw_name.decode()
+            if not flat:
+                dead = True
+                continue
+            h = dict(zip(flat[::2], flat[1::2])) if isinstance(flat, list) else flat
+            infos.append(registry._decode(name, h, set(running)))
+            if start:
+                started[name] = float(start)
+        if dead:
+            registry.list_workers(self.r, service)  # the registry prunes expired names itself
+        return sorted(infos, key=lambda w: w.name), started
+
     def observe(self, service: str, handles: list[WorkerHandle], pending_activation: set[str] = frozenset()) -> Workers:  # type: ignore[assignment]
-        infos = registry.list_workers(self.r, service)
+        infos, started = self.snapshot(service)
         first_task = {w.name: w.running[0] for w in infos if w.running}
-        started = self._task_starts(list(first_task.values()))
-        views = [WorkerView(w.name, w.state, started.get(first_task.get(w.name, ""))) for w in infos]
+        views = [WorkerView(w.name, w.state, started.get(w.name)) for w in infos]
         running = sum(len(w.running) for w in infos)
         busy = frozenset(first_task)
         started_with = {h.name: h.meta.get("gpus", "") for h in handles}
         gpu_holders = tuple(_Starting(w.name, w.pid, w.gpus or started_with.get(w.name, ""), w.host) for w in infos)
         gpu_holders += tuple(_Starting(h.name, h.pid or 0, started_with[h.name]) for h in handles if h.name not in {w.name for w in infos})
         return Workers(running, merge(views, handles, set(pending_activation)), busy, frozenset(w.name for w in infos), gpu_holders)
-
-    def _task_starts(self, request_ids: list[str]) -> dict[str, float]:
-        """When each request started (its record), one pipelined round trip: O(busy workers)."""
-        if not request_ids:
-            return {}
-        with self.r.pipeline(transaction=False) as p:
-            for rid in request_ids:
-                p.hget(keys.request(rid), "started_at")
-            raw = p.execute()
-        return {rid: float(v) for rid, v in zip(request_ids, raw) if v}
 
     def mark(self, name: str, state: str) -> None:
         registry.set_state_if_present(self.r, name, state)

@@ -1,0 +1,108 @@
+"""Run-time commands of the ``scalejob`` CLI: up, logs, cancel, and following a request.
+
+Attached to the typer app of ``app/cli.py`` by :func:`register`, like ``app/cli_ops.py``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from app import records, sink
+
+console = Console()
+
+
+def follow(r: Any, request_id: str, timeout: float, fail: Callable[[str], NoReturn], show_logs: bool = True) -> records.Record:
+    """Show a live progress bar and the request's log lines until it ends; return its record."""
+    after, deadline = "0-0", time.monotonic() + timeout
+    columns = (TextColumn("[bold]{task.fields[state]}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("request", total=100, state="queued")
+        while time.monotonic() < deadline:
+            for eid, msg in sink.request_events(r, request_id, after):
+                after = eid
+                if show_logs and msg.tags.get("type") == "log":
+                    bar.console.print(msg.data.decode(errors="replace"), highlight=False, markup=False)
+            rec = records.get(r, request_id)
+            if rec is not None:
+                bar.update(task, completed=rec.progress, state=rec.state)
+                if rec.done:
+                    return rec
+            time.sleep(0.1)
+    fail(f"request {request_id} not finished after {timeout:.0f}s")
+
+
+def register(cli: typer.Typer, fail: Callable[[str], NoReturn], redis: Callable[[], Any]) -> None:
+    """Add up, logs and cancel to ``cli``."""
+
+    @cli.command()
+    def up(
+        specs: Optional[list[Path]] = typer.Argument(None, help="Service JSON files to deploy"),
+        port: int = typer.Option(0, help="API port (default: SCALEJOB_API_PORT or 8000)"),
+        data_dir: Optional[Path] = typer.Option(None, help="Data dir (embedded Redis, logs, storage)"),
+        broker: Optional[str] = typer.Option(None, help="Broker URL (default: embedded Redis)"),
+        flower: bool = typer.Option(False, "--flower", help="Also run Flower (needs SCALEJOB_FLOWER_USER/PASSWORD)"),
+        stop_timeout: float = typer.Option(600.0, help="Seconds running tasks get to finish on Ctrl-C"),
+    ) -> None:
+        """Run the whole stack on this machine: Redis, API, autoscaler, workers; Ctrl-C stops it all.
+
+        Example: scalejob up deploy/examples/training.json deploy/examples/inference.json
+        """
+        import os
+
+        from app.settings import get_settings
+        from app.specs import SpecError, load_spec
+        from app.up import run_up
+
+        if data_dir is not None:
+            os.environ["SCALEJOB_DATA_DIR"] = str(data_dir)
+        if broker:
+            os.environ["SCALEJOB_BROKER_URL"] = broker
+        get_settings.cache_clear()
+        for p in specs or []:
+            try:
+                load_spec(p)
+            except SpecError as exc:
+                fail(str(exc))
+        raise typer.Exit(run_up(list(specs or []), port or get_settings().api_port, flower, stop_timeout, console))
+
+    @cli.command()
+    def logs(
+        request_id: str,
+        follow_: bool = typer.Option(False, "--follow", "-f", help="Keep streaming until the request ends"),
+    ) -> None:
+        """Print a request's log lines (and follow them live with -f).
+
+        Example: scalejob logs 3f2a... -f
+        """
+        r = redis()
+        rec = records.get(r, request_id)
+        if rec is None:
+            fail(f"unknown request {request_id!r}")
+        if follow_ and not rec.done:
+            rec = follow(r, request_id, 365 * 24 * 3600, fail)
+        else:
+            for _, msg in sink.request_events(r, request_id, count=100_000):
+                if msg.tags.get("type") == "log":
+                    console.print(msg.data.decode(errors="replace"), highlight=False, markup=False)
+        console.print(f"[bold]{rec.state}[/bold] progress {rec.progress:g}%" + (f" — {rec.error}" if rec.error else ""))
+
+    @cli.command()
+    def cancel(request_id: str) -> None:
+        """Cancel a request: a waiting one never runs, a running command is terminated.
+
+        Example: scalejob cancel 3f2a...
+        """
+        from app.api_requests import cancel as cancel_request
+
+        rec = cancel_request(redis(), request_id)
+        if rec is None:
+            fail(f"unknown request {request_id!r}")
+        console.print(f"request {request_id}: {rec.state}" + (" (cancel requested; the worker stops it)" if rec.state == "running" else ""))
