@@ -177,7 +177,8 @@ def _put(t: Target, payload: bytes, tags: dict[str, str]) -> tuple[int, str]:
         raise inqueue.PutError(429, f"service {spec.name} has {spec.metadata.max_waiting} or more waiting tasks; retry later", RETRY_AFTER_S)
     tenant = t.principal.tenant or tags.get("tenant") or "default"
     task_type = tags.pop("taskType", None)
-    return inqueue.put(state_redis(), spec, task_type, payload, tags=tags, tenant=tenant, request_id=tags.pop("requestId", None))
+    tags.pop("requestId", None)  # ids are ours: a chosen one could overwrite someone else's record
+    return inqueue.put(state_redis(), spec, task_type, payload, tags=tags, tenant=tenant)
 
 
 def _authorized_put(service: str, is_sink: bool, authorization: str | None, payload: bytes, tags: dict[str, str]) -> tuple[int, str]:

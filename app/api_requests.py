@@ -32,9 +32,10 @@ def position(r: redis.Redis, rec: records.Record) -> int | None:
     """
     if rec.state != "queued" or rec.queued_at is None:
         return None
-    ahead, finished_run, cursor = 0, 0, rec.queued_at
+    key = keys.requests_index(rec.service)
+    ahead, finished_run, cursor = 0, 0, r.zscore(key, rec.id) or rec.queued_at  # the exact score, not the rounded time
     while finished_run < POSITION_SCAN:
-        ids = r.zrevrangebyscore(keys.requests_index(rec.service), f"({cursor}", "-inf", start=0, num=200, withscores=True)
+        ids = [(rid, sc) for rid, sc in r.zrevrangebyscore(key, f"({cursor}", "-inf", start=0, num=200, withscores=True) if rid.decode() != rec.id]
         if not ids:
             break
         with r.pipeline(transaction=False) as p:

@@ -141,7 +141,8 @@ class Controller:
         consuming = sum(1 for v in views.values() if v.state in CONSUMING and v.healthy and v.name not in victims) + sum(1 for n in activated if views[n].state == "standby")
         standby = sum(1 for v in views.values() if v.state == "standby" and v.healthy and v.name not in victims and v.name not in activated)
         self._spawn(t, d.desired - consuming, {}, snap, actions)
-        self._spawn(t, d.standby - standby, {"SCALEJOB_STANDBY": "1"}, snap, actions)
+        if not activated:  # a replacement standby starts next tick: its start must not steal CPU from the one just activated
+            self._spawn(t, d.standby - standby, {"SCALEJOB_STANDBY": "1"}, snap, actions)
         return actions
 
     # -- actions -----------------------------------------------------------------------------

@@ -142,3 +142,49 @@ def test_cancel_a_running_command_ends_its_processes(stack: Stack, api: ApiServe
     assert rec.state == "cancelled" and rec.error == "cancelled by user"
     _, alive = psutil.wait_procs(procs, timeout=10)
     assert not alive, f"still running after cancel: {alive}"
+
+
+def test_deleting_from_the_input_queue_cancels_those_requests(stack: Stack, api: ApiServer) -> None:
+    spec = stack.deploy(stack.command_spec(token=TOKEN))
+    rids = [put(api, spec.name, f"echo {i} > ran-{i}.txt") for i in range(3)]
+    with api.client(TOKEN) as http:
+        index = stack.record(rids[1]).index
+        assert http.delete(f"/api/predict/{spec.name}", params={"_indexes_": str(index)}).text == "OK"
+    stack.start_worker(spec.name)
+    assert [stack.wait_done(rid).state for rid in rids] == ["succeeded", "cancelled", "succeeded"]
+    assert not (stack.tmp / "data" / "storage" / spec.name / "ran-1.txt").exists()
+
+
+def test_cancel_a_running_query_abandons_it_at_once(stack: Stack, api: ApiServer) -> None:
+    port = free_port()
+    spec = stack.deploy({"containers": [{"command": f"{sys.executable} {ROOT / 'deploy' / 'examples' / 'slow_app.py'} --port {port}",
+                                         "port": port, "headers": {"X-Delay": "3"}}],
+                         "metadata": {"name": stack.service_name("qc"), "token": TOKEN}})
+    stack.start_worker(spec.name)
+    rid = put(api, spec.name, "slow", task_type="query")
+    wait_for(lambda: stack.record(rid).state == "running", 30, what="query start")
+    with api.client(TOKEN) as http:
+        assert http.delete(f"/api/requests/{rid}").json()["state"] == "cancelled"
+    # the worker gets the app's late answer and lets go of the task: it must not overwrite the cancel
+    wait_for(lambda: (ws := stack.workers(spec.name)) and not any(w.running for w in ws), 30, what="worker done with the query")
+    rec = stack.record(rid)
+    assert rec.state == "cancelled" and rec.result is None
+    assert [m.tags["type"] for m in stack.sink(spec.name) if m.tags["requestId"] == rid] == ["error"]
+
+
+def test_a_chatty_command_is_capped_in_the_output_queue(stack: Stack, api: ApiServer) -> None:
+    spec = stack.deploy({**stack.command_spec(token=TOKEN), "scalable_job": {"log_lines_per_second": 20}})
+    stack.start_worker(spec.name)
+    rec = stack.wait_done(put(api, spec.name, "i=0; while [ $i -lt 2000 ]; do echo line $i; i=$((i+1)); done"))
+    logs = [m for m in stack.sink(spec.name) if m.tags["type"] == "log"]
+    assert rec.state == "succeeded" and rec.result["log_lines_dropped"] > 1000
+    assert 20 <= len(logs) < 200 and len(logs) + rec.result["log_lines_dropped"] == 2000
+
+
+def test_position_counts_the_requests_waiting_ahead(stack: Stack, api: ApiServer) -> None:
+    spec = stack.deploy(stack.command_spec(token=TOKEN))
+    rids = [put(api, spec.name, "true") for _ in range(4)]
+    with api.client(TOKEN) as http:
+        assert [http.get(f"/api/requests/{rid}").json()["position"] for rid in rids] == [0, 1, 2, 3]
+        http.delete(f"/api/requests/{rids[1]}")
+        assert http.get(f"/api/requests/{rids[3]}").json()["position"] == 2

@@ -18,7 +18,7 @@ import psutil
 import pytest
 import redis
 
-from tests.conftest import AMQP_URL, Stack, _point_celery_at, amqp_reachable
+from tests.conftest import AMQP_URL, Stack, amqp_reachable
 from tests.helpers import wait_for
 
 BROKERS = ["redis", "amqp"]
@@ -28,12 +28,14 @@ def point_celery_at(url: str) -> None:
     """Switch this process's sends to ``url`` mid-session (the producer pool is per connection)."""
     from kombu import pools
 
-    from app.celery_app import celery_app
+    from app.celery_app import celery_app, celery_config
+    from app.settings import get_settings
 
-    _point_celery_at(url)
+    celery_app.conf.update(celery_config(url, get_settings().visibility_timeout))  # settings may have changed too
+    celery_app.pool.force_close_all()
+    celery_app._pool = None
     pools.reset()  # kombu caches producer pools per connection, across apps
-    celery_app.amqp._producer_pool = None
-    celery_app.amqp.__dict__.pop("queues", None)  # cached with the queue type of its first use
+    celery_app.__dict__.pop("amqp", None)  # its queues, router and producer pool are cached
 
 
 @pytest.fixture(autouse=True)
@@ -169,6 +171,25 @@ def test_amqp_idle_first_holds_with_ack_on_start(stack: Stack) -> None:
     assert {r.worker for r in recs} == {f"{spec.name}-a@test", f"{spec.name}-b@test"} - {busy}
     assert max(r.finished_at for r in recs) - t0 < 4.0, "a short task waited behind the long one"
     assert stack.wait_done(long_id, timeout=20).state == "succeeded"
+
+
+def test_amqp_busy_slots_leave_extra_messages_in_the_broker(stack: Stack) -> None:
+    """Two slots, three jobs: the third stays ready in RabbitMQ (not prefetched) until a slot frees."""
+    use_broker(stack, "amqp")
+    spec = stack.deploy(stack.command_spec(**{"rpc.worker_threads": 2}))
+    stack.start_worker(spec.name)
+    stack.wait_workers(spec.name, 1, "idle")
+    ids = [stack.put(spec, "command", cmd) for cmd in ("sleep 8", "sleep 8", "sleep 0.1")]
+    wait_for(lambda: [stack.record(i).state for i in ids] == ["running", "running", "queued"], what="two jobs running")
+    time.sleep(1.5)  # the early acks are out: a broken gate would prefetch the third job now
+
+    def ready_and_unacked() -> str:
+        out = subprocess.run(["rabbitmqctl", "list_queues", "name", "messages_ready", "messages_unacknowledged"],
+                             capture_output=True, text=True, timeout=30).stdout
+        return next((line.split("\t", 1)[1] for line in out.splitlines() if line.startswith(f"scalejob.{spec.name}\t")), "")
+
+    assert ready_and_unacked() == "1\t0"  # sampled well before the 8 s jobs end
+    assert all(stack.wait_done(i, timeout=30).state == "succeeded" for i in ids)
 
 
 def test_amqp_quorum_queues_on_request(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
