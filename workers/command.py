@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -95,6 +96,35 @@ def kill_group(proc: subprocess.Popen[bytes], grace: float) -> None:
         pass
 
 
+class ExitWatcher:
+    """``wait(timeout) -> exited?`` that wakes the moment the process exits.
+
+    ``Popen.wait(timeout)`` polls with sleeps growing to 50 ms, which adds that much to every
+    short task; a pidfd becomes readable exactly at exit.
+    """
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        try:
+            self.fd: int | None = os.pidfd_open(proc.pid)
+        except (AttributeError, OSError):
+            self.fd = None
+
+    def wait(self, timeout: float) -> bool:
+        if self.fd is None:
+            try:
+                self.proc.wait(timeout=timeout)
+                return True
+            except subprocess.TimeoutExpired:
+                return False
+        return bool(select.select([self.fd], [], [], timeout)[0])
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
 def run_command(
     command: str,
     cwd: Path,
@@ -112,14 +142,13 @@ def run_command(
     pattern = re.compile(progress_pattern or DEFAULT_PROGRESS, re.IGNORECASE)
     started = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, REAPER, str(os.getpid()), f"{grace:g}", command],
+        [sys.executable, "-I", "-S", REAPER, str(os.getpid()), f"{grace:g}", command],
         cwd=cwd,
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        start_new_session=True,
-        preexec_fn=_die_with_parent,
+        start_new_session=True,  # no preexec_fn: the reaper arms its own death signal (fast spawn path)
     )
     if on_start:
         on_start(proc.pid)
@@ -138,12 +167,11 @@ def run_command(
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
     reason: str | None = None
+    watcher = ExitWatcher(proc)
     while True:
-        try:
-            proc.wait(timeout=0.25)
+        if watcher.wait(0.25):
+            proc.wait()
             break
-        except subprocess.TimeoutExpired:
-            pass
         if max_runtime and time.monotonic() - started > max_runtime:
             reason = "max_runtime"
         else:
@@ -151,6 +179,7 @@ def run_command(
         if reason:
             kill_group(proc, grace)
             break
+    watcher.close()
     reader.join(timeout=5)
     try:  # the leader exited on its own: end whatever it left in its group
         os.killpg(proc.pid, signal.SIGKILL)

@@ -19,14 +19,12 @@ Its exit status is the shell's: the same code, or death by the same signal.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
-import subprocess
 import sys
-import time
-from pathlib import Path
 
+# Lean on purpose: this runs once per command task, under ``python -I -S``, so every import is
+# paid on the task's critical path (subprocess + pathlib alone cost ~20 ms; these cost ~3 ms).
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 PARENT_GONE_GRACE = 3.0
@@ -34,21 +32,33 @@ PARENT_GONE_GRACE = 3.0
 
 def _prctl(option: int, value: int) -> None:
     try:
+        import ctypes
+
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(option, value, 0, 0, 0)
     except OSError:
         pass
 
 
 def children_of(pid: int) -> list[int]:
-    """Direct children of ``pid`` (from /proc: no dependency beyond Linux)."""
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    """Direct children of ``pid``: /proc/PID/task/*/children, else a scan of /proc/*/stat."""
+    out: list[int] = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                out += [int(x) for x in f.read().split()]
+        return out
+    except OSError:
+        pass
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
         if int(fields[1]) == pid:
-            out.append(int(stat.parent.name))
+            out.append(int(entry))
     return out
 
 
@@ -71,17 +81,26 @@ def kill_descendants() -> None:
                 pass
 
 
-def _end_group(child: subprocess.Popen[bytes]) -> None:
+def _alive(pid: int) -> bool:
+    try:
+        return os.waitpid(pid, os.WNOHANG) == (0, 0)
+    except ChildProcessError:
+        return False
+
+
+def _end_group(child: int | None) -> None:
     """The worker is gone: end the whole command now (nobody will wait for a graceful stop)."""
-    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-        signal.signal(sig, signal.SIG_IGN)  # our own killpg must not re-enter the handler
+    import time
+
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGALRM, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_IGN)  # our own killpg must not re-enter a handler
     pgid = os.getpgrp()
     try:
         os.killpg(pgid, signal.SIGTERM)
     except ProcessLookupError:
         pass
     deadline = time.monotonic() + PARENT_GONE_GRACE
-    while child.poll() is None and time.monotonic() < deadline:
+    while child is not None and _alive(child) and time.monotonic() < deadline:
         time.sleep(0.05)
     kill_descendants()
     os.killpg(pgid, signal.SIGKILL)  # the reaper included: its work is done
@@ -92,30 +111,38 @@ def main(argv: list[str]) -> int:
         print("usage: python -m workers.reaper PARENT_PID GRACE COMMAND", file=sys.stderr)
         return 2
     parent, grace, command = int(argv[1]), float(argv[2]), argv[3]
-    _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    handled = {signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGALRM, signal.SIGUSR1}
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, handled)  # exec keeps the spawning thread's mask
+    # A signal of its own for "the worker thread that started me is gone": when a worker is
+    # SIGKILLed its threads die one by one, so getppid() may still name the worker at that
+    # moment and cannot tell this apart from a SIGTERM the worker sent to stop the command.
+    spawned: list[int] = []
+    signal.signal(signal.SIGUSR1, lambda _s, _f: _end_group(spawned[0] if spawned else None))
+    _prctl(PR_SET_PDEATHSIG, signal.SIGUSR1)
     _prctl(PR_SET_CHILD_SUBREAPER, 1)
     if os.getppid() != parent:  # the worker died before we armed the death signal
         return 137
-    child = subprocess.Popen(["/bin/sh", "-c", command])
-    stop_at: list[float] = []
+    child = os.posix_spawn("/bin/sh", ["/bin/sh", "-c", command], os.environ, setsigmask=())
+    spawned.append(child)
 
     def on_term(signum: int, _frame: object) -> None:
         if os.getppid() != parent:
             _end_group(child)
-        elif not stop_at:  # the worker stops the command (cancel, max_runtime): the group got
-            stop_at.append(time.monotonic() + grace)  # SIGTERM; whatever ignores it is killed
+        else:  # the worker stops the command (cancel, max_runtime): the group got SIGTERM;
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # whatever ignores it is killed
+            signal.setitimer(signal.ITIMER_REAL, max(grace, 0.01))  # ``grace`` s from now
+
+    def on_alarm(signum: int, _frame: object) -> None:
+        try:
+            os.kill(child, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(sig, on_term)
-    while True:
-        try:
-            code = child.wait(timeout=0.2)
-            break
-        except subprocess.TimeoutExpired:
-            if stop_at and time.monotonic() > stop_at[0]:
-                child.kill()
-                code = child.wait()
-                break
+    signal.signal(signal.SIGALRM, on_alarm)
+    _, status = os.waitpid(child, 0)  # blocks; signal handlers run and the wait resumes (PEP 475)
+    code = os.waitstatus_to_exitcode(status)
     kill_descendants()  # SIGKILL the rest of the subtree, members that left the group included
     if code < 0:  # died by a signal: die the same way, so the worker sees what the shell saw
         if -code not in (signal.SIGKILL, signal.SIGSTOP):
