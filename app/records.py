@@ -20,37 +20,48 @@ from app.settings import get_settings
 TERMINAL = ("succeeded", "failed", "cancelled")
 STATES = ("queued", "running", *TERMINAL)
 
-# Move to a terminal state unless the record already is terminal. ARGV: state, json fields...
-_FINISH = """
-local s = redis.call('HGET', KEYS[1], 'state')
-if s == 'succeeded' or s == 'failed' or s == 'cancelled' then return 0 end
-redis.call('HSET', KEYS[1], 'state', ARGV[1], unpack(ARGV, 3))
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-return 1
+# Lua functions (also embedded by workers/lifecycle.py, which runs a task's start and end as
+# one script each). finish(k, state, ttl, fields): move to a terminal state unless the record
+# already is terminal; 1 if it moved.
+FINISH_FN = """
+local function finish(k, state, ttl, fields)
+  local s = redis.call('HGET', k, 'state')
+  if s == 'succeeded' or s == 'failed' or s == 'cancelled' then return 0 end
+  redis.call('HSET', k, 'state', state, unpack(fields))
+  redis.call('EXPIRE', k, ttl)
+  return 1
+end
 """
+_FINISH = FINISH_FN + "return finish(KEYS[1], ARGV[1], ARGV[2], {unpack(ARGV, 3)})"
 
-# Take the request's lease and mark it running. KEYS: record, lease, running hash.
-# ARGV: worker, now, record ttl, lease ttl (ms). Returns 1 started, 0 finished/cancelled,
+# start(k, a): take the request's lease and mark it running. k: record, lease, running hash.
+# a: worker, now, record ttl, lease ttl (ms), request id. Returns 1 started, 0 finished/cancelled,
 # -1 another delivery holds a live lease (a duplicate: drop it, the holder is running it).
-_START = """
-local s = redis.call('HGET', KEYS[1], 'state')
-if s == 'succeeded' or s == 'failed' or s == 'cancelled' then return 0 end
-if redis.call('HGET', KEYS[1], 'cancel') == '1' then return 0 end
-if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
-redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[4])
-redis.call('HSET', KEYS[3], ARGV[5], ARGV[1])
-redis.call('HSET', KEYS[1], 'state', 'running', 'worker', ARGV[1], 'started_at', ARGV[2], 'progress', '0')
-redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-return 1
+START_FN = """
+local function start(k, a)
+  local s = redis.call('HGET', k[1], 'state')
+  if s == 'succeeded' or s == 'failed' or s == 'cancelled' then return 0 end
+  if redis.call('HGET', k[1], 'cancel') == '1' then return 0 end
+  if redis.call('EXISTS', k[2]) == 1 then return -1 end
+  redis.call('SET', k[2], a[1], 'PX', a[4])
+  redis.call('HSET', k[3], a[5], a[1])
+  redis.call('HSET', k[1], 'state', 'running', 'worker', a[1], 'started_at', a[2], 'progress', '0')
+  redis.call('HINCRBY', k[1], 'attempts', 1)
+  redis.call('EXPIRE', k[1], a[3])
+  return 1
+end
 """
+_START = START_FN + "return start(KEYS, ARGV)"
 
-# Release the lease of a finished or abandoned request. KEYS: lease, running hash. ARGV: id, worker.
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[2] then redis.call('DEL', KEYS[1]) end
-if redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[2] then redis.call('HDEL', KEYS[2], ARGV[1]) end
-return 1
+# release(lease, running, id, worker): drop the lease of a finished or abandoned request.
+RELEASE_FN = """
+local function release(lease, running, id, worker)
+  if redis.call('GET', lease) == worker then redis.call('DEL', lease) end
+  if redis.call('HGET', running, id) == worker then redis.call('HDEL', running, id) end
+  return 1
+end
 """
+_RELEASE = RELEASE_FN + "return release(KEYS[1], KEYS[2], ARGV[1], ARGV[2])"
 
 
 @dataclass
@@ -98,6 +109,19 @@ def create(
 ) -> None:
     """Write a new record in state ``queued``."""
     now = queued_at or time.time()
+    ttl = get_settings().record_ttl
+    with r.pipeline() as p:
+        p.hset(keys.request(request_id), mapping=new_fields(request_id, service, task_type, tenant, index, tags, now))
+        p.expire(keys.request(request_id), ttl)
+        p.zadd(keys.requests_index(service), {request_id: now})
+        p.execute()
+
+
+def new_fields(
+    request_id: str, service: str, task_type: str, tenant: str = "default", index: int | None = None,
+    tags: dict[str, str] | None = None, now: float | None = None,
+) -> dict[str, str]:
+    """The fields of a new record in state ``queued`` (``queued_at`` = ``now``)."""
     mapping = {
         "id": request_id,
         "service": service,
@@ -105,18 +129,13 @@ def create(
         "state": "queued",
         "progress": "0",
         "tenant": tenant,
-        "queued_at": f"{now:.6f}",
+        "queued_at": f"{(now or time.time()):.6f}",
         "attempts": "0",
         "tags": json.dumps(tags or {}),
     }
     if index is not None:
         mapping["index"] = str(index)
-    ttl = get_settings().record_ttl
-    with r.pipeline() as p:
-        p.hset(keys.request(request_id), mapping=mapping)
-        p.expire(keys.request(request_id), ttl)
-        p.zadd(keys.requests_index(service), {request_id: now})
-        p.execute()
+    return mapping
 
 
 def ensure(r: redis.Redis, request_id: str, service: str, task_type: str) -> None:
@@ -173,6 +192,11 @@ def finish(
     r: redis.Redis, request_id: str, state: str, result: Any = None, error: str | None = None, now: float | None = None
 ) -> bool:
     """Move to a terminal state once; False if it already was terminal."""
+    return bool(r.eval(_FINISH, 1, keys.request(request_id), state, get_settings().record_ttl, *finish_fields(state, result, error, now)))
+
+
+def finish_fields(state: str, result: Any = None, error: str | None = None, now: float | None = None) -> list[str]:
+    """The record fields a move to terminal ``state`` writes (besides ``state``), as a flat list."""
     assert state in TERMINAL, state
     fields: list[str] = ["finished_at", f"{(now or time.time()):.6f}"]
     if state == "succeeded":
@@ -181,7 +205,7 @@ def finish(
         fields += ["result", json.dumps(result)]
     if error is not None:
         fields += ["error", error]
-    return bool(r.eval(_FINISH, 1, keys.request(request_id), state, get_settings().record_ttl, *fields))
+    return fields
 
 
 def request_cancel(r: redis.Redis, request_id: str) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+from redis.commands.core import Script
 
 from app import keys
 from app.settings import get_settings
@@ -24,6 +25,23 @@ local i = redis.call('INCR', KEYS[2])
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '0-' .. i, 'data', ARGV[2], 'tags', ARGV[3])
 return i
 """
+
+# One request event, as a Lua function other scripts embed (workers/lifecycle.py finishes a task
+# and emits its terminal event in one script). k: per-request stream, sink, sink counter;
+# a: data, tags JSON, record TTL, to sink ('1'/'0'), sink cap. Returns the sink index or false.
+EMIT_FN = """
+local function emit(k, a)
+  redis.call('XADD', k[1], 'MAXLEN', '~', 10000, '*', 'data', a[1], 'tags', a[2])
+  redis.call('EXPIRE', k[1], a[3])
+  if a[4] ~= '1' then return false end
+  local i = redis.call('INCR', k[3])
+  redis.call('XADD', k[2], 'MAXLEN', '~', a[5], '0-' .. i, 'data', a[1], 'tags', a[2])
+  return i
+end
+"""
+EMIT_LUA = EMIT_FN + "return emit(KEYS, ARGV)"
+EMIT = Script(None, EMIT_LUA.encode())  # EVALSHA, loaded on first NOSCRIPT; ``client=`` picks the connection
+APPEND = Script(None, _APPEND.encode())
 
 EVENT_TYPES = ("result", "log", "progress", "error")
 
@@ -37,14 +55,10 @@ class Message:
     tags: dict[str, str] = field(default_factory=dict)
 
 
-def _script(r: redis.Redis) -> Any:
-    return r.register_script(_APPEND)
-
-
 def append(r: redis.Redis, service: str, data: bytes, tags: dict[str, str], maxlen: int | None = None) -> int:
     """Add one message to a service's output queue; returns its index."""
     cap = maxlen or get_settings().sink_maxlen
-    return int(_script(r)(keys=[keys.sink(service), keys.sink_seq(service)], args=[cap, data, json.dumps(tags)]))
+    return int(APPEND(keys=[keys.sink(service), keys.sink_seq(service)], args=[cap, data, json.dumps(tags)], client=r))
 
 
 def parse_entry(entry_id: bytes | str, fields: dict[bytes, bytes]) -> Message:
@@ -73,17 +87,22 @@ def emit(
 ) -> int | None:
     """Publish one event of a request: to its per-request stream always, to the sink if asked.
 
-    Returns the sink index when written there.
+    One round trip (the :data:`EMIT_LUA` script). Returns the sink index when written there.
     """
+    out = EMIT(keys=emit_keys(service, request_id), args=emit_args(request_id, kind, data, extra_tags, to_sink), client=r)
+    return int(out) if out is not None else None
+
+
+def emit_keys(service: str, request_id: str) -> list[str]:
+    """KEYS of :data:`EMIT_LUA`, in order: per-request stream, sink, sink counter."""
+    return [keys.request_events(request_id), keys.sink(service), keys.sink_seq(service)]
+
+
+def emit_args(request_id: str, kind: str, data: bytes, extra_tags: dict[str, str] | None, to_sink: bool) -> list[Any]:
+    """ARGV of :data:`EMIT_LUA`, in order: data, tags JSON, record TTL, to sink (1/0), sink cap."""
     tags = {"requestId": request_id, "type": kind, "ts": f"{time.time():.6f}", **(extra_tags or {})}
-    ttl = get_settings().record_ttl
-    with r.pipeline(transaction=False) as p:
-        p.xadd(keys.request_events(request_id), {"data": data, "tags": json.dumps(tags)}, maxlen=10_000, approximate=True)
-        p.expire(keys.request_events(request_id), ttl)
-        p.execute()
-    if to_sink:
-        return append(r, service, data, tags)
-    return None
+    s = get_settings()
+    return [data, json.dumps(tags), s.record_ttl, 1 if to_sink else 0, s.sink_maxlen]
 
 
 def request_events(r: redis.Redis, request_id: str, after: str = "0-0", count: int = 500) -> list[tuple[str, Message]]:

@@ -90,12 +90,24 @@ class Controller:
         seen: list[tuple[Target, float, list[WorkerHandle], Workers, int]] = []
         for t in targets:
             t0 = time.perf_counter()
-            handles = self.backend.list(t.service)
-            workers = self.observer.observe(t.service, handles, self.pending)
-            seen.append((t, t0, handles, workers, sum(self.depth.waiting(q) for q in t.queues)))
+            try:
+                handles = self.backend.list(t.service)
+                workers = self.observer.observe(t.service, handles, self.pending)
+                seen.append((t, t0, handles, workers, sum(self.depth.waiting(q) for q in t.queues)))
+            except redis.RedisError:
+                raise
+            except Exception:  # noqa: BLE001 - one service's trouble must not stop the others
+                log.exception("%s: cannot observe; skipped this tick", t.service)
         self.pending &= {v.name for *_, w, _ in seen for v in w.views}  # forget standby workers that died
         snap = self._gpu_snapshot([w for t, _, _, w, _ in seen if t.cfg.gpu_per_worker > 0])
-        entries = [self.step(t, t0, handles, workers, waiting, now, snap) for t, t0, handles, workers, waiting in seen]
+        entries = []
+        for t, t0, handles, workers, waiting in seen:
+            try:
+                entries.append(self.step(t, t0, handles, workers, waiting, now, snap))
+            except redis.RedisError:
+                raise
+            except Exception:  # noqa: BLE001
+                log.exception("%s: cannot act; skipped this tick", t.service)
         self.wake_at = self._grace_deadline(targets, now)
         return entries
 
@@ -245,6 +257,8 @@ class Controller:
                         leading = False
                 except redis.RedisError as exc:
                     log.warning("autoscaler tick: Redis error: %s", exc)
+                except Exception:  # noqa: BLE001 - the loop outlives any single bad tick
+                    log.exception("autoscaler tick failed")
                 until = started + self.poll_interval
                 _wait(pubsub, stop, until if self.wake_at is None or not leading else min(until, self.wake_at))
         finally:

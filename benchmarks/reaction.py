@@ -6,6 +6,8 @@ One run, one broker, the same machine, each scenario ``-n`` times (default 20):
 
 - scalejob cold, at zero: ``scalejob autoscale`` running, no worker; ``put`` one task; until its
   record's ``started_at``. Includes detection (pub/sub wake), the spawn, the worker's start.
+  Twice: ``--no-fork`` (a fresh ``python -m app.cli worker``) and the default (forked from the
+  pre-imported template, ``autoscale/backends/template.py``).
   The same trials measure scale-to-zero: last task end -> ``to_zero`` decision and worker exit,
   against ``scaleDownGracePeriodSeconds``.
 - scalejob cold, saturated: one worker busy on a long task (min 1); ``put`` one more.
@@ -22,8 +24,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from benchmarks.common import DEFAULT_REDIS, QUIET, World, markdown_table, percentile, wait_until, world
@@ -65,11 +70,33 @@ def _local_pids(w: World) -> set[int]:
     return {json.loads(v)["pid"] for v in w.r.hvals(keys.local_workers())}
 
 
-def _autoscaler(w: World, *args: str) -> None:
+def _alive(pids: set[int]) -> set[int]:
+    """The pids that are still running (a zombie has exited)."""
+    import psutil
+
+    out = set()
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                out.add(pid)
+        except psutil.Error:
+            pass
+    return out
+
+
+@contextmanager
+def _autoscaler(w: World, *args: str) -> Iterator[None]:
+    """A leading ``scalejob autoscale`` for the block; stopped with SIGTERM after it, which
+    stops its workers too (a template-forked worker is not in the autoscaler's process tree)."""
     from app import keys
 
     proc = w._spawn(python_argv("-m", "app.cli", "autoscale", *args), "autoscaler")
     wait_until(lambda: (v := w.r.get(keys.autoscaler_lock())) and f":{proc.pid}:" in v.decode(), 30, "autoscaler to lead", 0.05)
+    try:
+        yield
+    finally:
+        proc.signal(signal.SIGTERM)
+        proc.wait(timeout=60)
 
 
 def scalejob_cold_at_zero(w: World, n: int, fork: bool = True) -> tuple[list[float], list[float], list[float]]:
@@ -79,18 +106,19 @@ def scalejob_cold_at_zero(w: World, n: int, fork: bool = True) -> tuple[list[flo
 
     spec = _deploy(w, min=0, max=4, strategies={"avg_waiting_length": 1},
                    behavior={"onZero": {"scaleDownGracePeriodSeconds": GRACE}, "scaleDown": {"stabilizationWindowSeconds": 0.5}})
-    _autoscaler(w, *([] if fork else ["--no-fork"]))
-    react, decided, exited = [], [], []
-    for _ in range(n):
-        t0 = time.time()
-        rid = put(w.r, spec, "command", b"true")[1]
-        react.append(_started(w, rid) - t0)
-        end = _done(w, rid).finished_at
-        wait_until(lambda: not _local_pids(w) and not _workers(w, spec.name), 30, "scale to zero", 0.01)
-        exited.append(time.time() - end)
-        zero = [d for d in history.recent(w.r, spec.name, 50) if d["rule"] == "to_zero" and d["at"] >= end]
-        decided.append(zero[-1]["at"] - end)
-    return react, decided, exited
+    with _autoscaler(w, *([] if fork else ["--no-fork"])):
+        react, decided, exited = [], [], []
+        for _ in range(n):
+            t0 = time.time()
+            rid = put(w.r, spec, "command", b"true")[1]
+            react.append(_started(w, rid) - t0)
+            end = _done(w, rid).finished_at
+            wait_until(lambda: not _alive(_local_pids(w)) and not _workers(w, spec.name), 30, "scale to zero", 0.01)
+            exited.append(time.time() - end)
+            wait_until(lambda: not _local_pids(w), 10, "the autoscaler to forget the worker", 0.01)
+            zero = [d for d in history.recent(w.r, spec.name, 50) if d["rule"] == "to_zero" and d["at"] >= end]
+            decided.append(zero[-1]["at"] - end)
+        return react, decided, exited
 
 
 def scalejob_cold_saturated(w: World, n: int) -> list[float]:
@@ -98,18 +126,18 @@ def scalejob_cold_saturated(w: World, n: int) -> list[float]:
 
     spec = _deploy(w, min=1, max=4, strategies={"avg_waiting_length": 1},
                    behavior={"scaleDown": {"stabilizationWindowSeconds": 0.2}})
-    _autoscaler(w)
-    wait_until(lambda: _workers(w, spec.name, "idle"), 60, "the min worker", 0.05)
-    out = []
-    for _ in range(n):
-        blocker = put(w.r, spec, "command", b"sleep 2")[1]
-        _started(w, blocker)
-        t0 = time.time()
-        rid = put(w.r, spec, "command", b"true")[1]
-        out.append(_started(w, rid) - t0)
-        _done(w, blocker)
-        wait_until(lambda: len(_local_pids(w)) == 1 and len(_workers(w, spec.name)) == 1, 30, "back to 1 worker", 0.02)
-    return out
+    with _autoscaler(w):
+        wait_until(lambda: _workers(w, spec.name, "idle"), 60, "the min worker", 0.05)
+        out = []
+        for _ in range(n):
+            blocker = put(w.r, spec, "command", b"sleep 2")[1]
+            _started(w, blocker)
+            t0 = time.time()
+            rid = put(w.r, spec, "command", b"true")[1]
+            out.append(_started(w, rid) - t0)
+            _done(w, blocker)
+            wait_until(lambda: len(_local_pids(w)) == 1 and len(_workers(w, spec.name)) == 1, 30, "back to 1 worker", 0.02)
+        return out
 
 
 def scalejob_warm(w: World, n: int) -> list[float]:
@@ -117,15 +145,15 @@ def scalejob_warm(w: World, n: int) -> list[float]:
 
     spec = _deploy(w, min=0, max=4, strategies={"avg_waiting_length": 1},
                    behavior={"warmStandby": 1, "onZero": {"scaleDownGracePeriodSeconds": GRACE}, "scaleDown": {"stabilizationWindowSeconds": 0.2}})
-    _autoscaler(w)
-    out = []
-    for _ in range(n):
-        wait_until(lambda: [s.state for s in _workers(w, spec.name)] == ["standby"] and len(_local_pids(w)) == 1, 60, "exactly one standby worker", 0.02)
-        t0 = time.time()
-        rid = put(w.r, spec, "command", b"true")[1]
-        out.append(_started(w, rid) - t0)
-        _done(w, rid)
-    return out
+    with _autoscaler(w):
+        out = []
+        for _ in range(n):
+            wait_until(lambda: [s.state for s in _workers(w, spec.name)] == ["standby"] and len(_local_pids(w)) == 1, 60, "exactly one standby worker", 0.02)
+            t0 = time.time()
+            rid = put(w.r, spec, "command", b"true")[1]
+            out.append(_started(w, rid) - t0)
+            _done(w, rid)
+        return out
 
 
 def _plain_start(w: World, run: str, task_id: str) -> float:

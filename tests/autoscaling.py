@@ -58,16 +58,20 @@ class Autoscalers:
         return history.recent(self.stack.r, service, 500)
 
     def close(self) -> None:
-        self.local()
-        for p in self.procs:
+        for p in self.procs:  # autoscalers first, so none forks a worker after the sweep below
             p.signal(signal.SIGKILL)
             p.kill_tree()
-        for name, pid in self.worker_pids.items():
-            if _is_worker(pid, name):
-                try:
-                    os.killpg(pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
+        services = {rec["service"] for rec in self.local().values()}
+        marks = [f"--name {s}-" for s in services] + [f"-n {s}-" for s in services]  # unique per test
+        doomed = {pid for name, pid in self.worker_pids.items() if _is_worker(pid, name)}
+        for proc in psutil.process_iter(["pid", "cmdline"]):  # incl. one forked just before its record was written
+            if any(m in " ".join(proc.info["cmdline"] or []) for m in marks):
+                doomed.add(proc.info["pid"])
+        for pid in doomed:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
 
 
 def _is_worker(pid: int, name: str) -> bool:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 import httpx
 
@@ -34,6 +36,9 @@ def test_scales_from_zero_to_n_and_back_to_zero_after_the_grace(stack: Stack, au
 
     first = wait_for(lambda: stack.workers(spec.name), 10, what="a first worker")
     t_first = time.time()
+    rec = autoscalers.local()[first[0].name]  # its own process group, its own log file under the data dir
+    assert os.getpgid(rec["pid"]) == rec["pid"] and rec["pid"] == first[0].pid
+    assert Path(rec["log"]).parent == stack.tmp / "data" / "logs" and Path(rec["log"]).exists()
     wait_for(all_done, 60, interval=0.1, what="all 10 tasks")
     recs = [stack.record(i) for i in ids]
     assert all(r.state == "succeeded" and r.attempts == 1 for r in recs)

@@ -18,6 +18,7 @@ import logging
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -27,7 +28,7 @@ from app import keys, records, sink
 from app.celery_app import celery_app
 from app.connections import state_redis
 from app.settings import get_settings
-from workers import ackgate, registry
+from workers import ackgate, lifecycle, registry
 from workers import progress_server
 from workers.command import RateLimiter, run_command
 from workers.instance import Instance, instance_for
@@ -54,14 +55,32 @@ class Progress:
         if value == self.last:
             return
         self.last = value
-        records.set_progress(self.r, self.request_id, value)
-        sink.emit(self.r, self.inst.spec.name, self.request_id, "progress", f"{value:g}".encode(), to_sink=self.to_sink)
+        lifecycle.progress(self.r, self.inst.spec.name, self.request_id, value, self.to_sink)
+
+
+@dataclass
+class Hold:
+    """A delivery of this process that holds its request's lease (set by :func:`execute`)."""
+
+    worker: str
+    registry_name: str
+    final_state: str | None = None  # set once :func:`_finish` released the lease with the finish
+
+
+_holds: dict[str, Hold] = {}  # request id -> its running delivery here (pool threads share it)
 
 
 def _finish(r: redis.Redis, inst: Instance, request_id: str, state: str, data: bytes, result: Any, error: str | None, tags: dict[str, str]) -> None:
-    if records.finish(r, request_id, state, result=result, error=error):
-        kind = "result" if state == "succeeded" else "error"
-        sink.emit(r, inst.spec.name, request_id, kind, data, {"state": state, **tags})
+    """Finish the request and emit its terminal event; the lease holder also releases (one round trip)."""
+    _finish_service(r, inst.spec.name, request_id, state, data, result, error, tags)
+
+
+def _finish_service(r: redis.Redis, service: str, request_id: str, state: str, data: bytes, result: Any, error: str | None, tags: dict[str, str]) -> None:
+    hold = _holds.get(request_id)
+    worker, reg = (hold.worker, hold.registry_name) if hold else ("", "")
+    _, final = lifecycle.end(r, service, request_id, state, data, result, error, tags, worker, reg)
+    if hold is not None:
+        hold.final_state = final
 
 
 def _command(r: redis.Redis, inst: Instance, request_id: str, payload: bytes) -> None:
@@ -145,45 +164,50 @@ def execute(task: Task, kind: str, service: str, payload: str | None, payload_b6
     r = state_redis()
     request_id = request_id or task.request.id
     worker = task.request.hostname or "unknown"
-    with r.pipeline(transaction=False) as p:  # one round trip: put() already wrote both, usually
-        p.exists(keys.request(request_id))
-        p.hexists(keys.request(request_id), "message")
-        has_record, has_message = p.execute()
-    if not has_record:  # sent straight through Celery: no ingress record yet
-        records.create(r, request_id, service, kind)
-    if not has_message:
-        kwargs = {"service": service, "payload": payload, "payload_b64": payload_b64, "request_id": request_id}
-        records.remember_message(r, request_id, f"scalejob.{kind}", kwargs, keys.celery_queue(service))
-    started = records.start(r, request_id, worker)
-    if started != records.STARTED:
+    reg = _registry_name(service, worker)
+    message = {"task": f"scalejob.{kind}", "queue": keys.celery_queue(service),
+               "kwargs": {"service": service, "payload": payload, "payload_b64": payload_b64, "request_id": request_id}}
+    begun = lifecycle.begin(r, request_id, service, kind, worker, reg, message, time.time())
+    if begun.status != records.STARTED:
         ackgate.drop(task)  # not run: Celery acks this delivery when the task returns
-    if started == records.DUPLICATE:
-        holder = (r.get(keys.request_lease(request_id)) or b"?").decode()
-        log.warning("request %s: %s holds its lease; this delivery is a duplicate and is dropped (acked)", request_id, holder)
+    if begun.status == records.DUPLICATE:
+        log.warning("request %s: %s holds its lease; this delivery is a duplicate and is dropped (acked)", request_id, begun.holder)
         return "duplicate"
-    if started == records.FINISHED_OR_CANCELLED:
-        rec = records.get(r, request_id)
-        if rec is not None and rec.cancel_requested and not rec.done:
+    if begun.status == records.FINISHED_OR_CANCELLED:
+        if begun.cancel_requested and begun.state not in records.TERMINAL:
             _finish(r, instance_for(service, worker), request_id, "cancelled", b"", None, "cancelled before it started", {})
         return "skipped"
-    inst = instance_for(service, worker)
-    registry.task_started(r, inst.name if inst.heartbeat else worker, request_id)
+    hold = _holds[request_id] = Hold(worker, reg)
     early_acked = False
     try:
+        inst = instance_for(service, worker)
         early_acked = ackgate.lease_taken(task)  # AMQP: the lease owns the job from here on
         (_command if kind == "command" else _query)(r, inst, request_id, decode_payload(payload, payload_b64))
     except Exception as exc:  # noqa: BLE001 - a bug here must fail the request, not lose it
         log.exception("request %s crashed", request_id)
-        _finish(r, inst, request_id, "failed", str(exc).encode(), None, f"internal error: {exc!r}", {})
+        if hold.final_state is None:
+            _finish_service(r, service, request_id, "failed", str(exc).encode(), None, f"internal error: {exc!r}", {})
     finally:
-        with r.pipeline(transaction=False) as p:  # unregister, release and read the outcome: one round trip
-            registry.task_finished(p, inst.name if inst.heartbeat else worker, request_id)
-            records.release(p, request_id, worker)
-            p.hget(keys.request(request_id), "state")
-            state = p.execute()[-1]
+        _holds.pop(request_id, None)
+        state = hold.final_state
+        if state is None:  # not finished here (a crash while finishing): unregister, release, read the outcome
+            with r.pipeline(transaction=False) as p:
+                registry.task_finished(p, reg, request_id)
+                records.release(p, request_id, worker)
+                p.hget(keys.request(request_id), "state")
+                raw = p.execute()[-1]
+            state = (raw or b"unknown").decode()
         if early_acked:
             ackgate.slot_freed()
-    return (state or b"unknown").decode()
+    return state
+
+
+def _registry_name(service: str, worker: str) -> str:
+    """The name this delivery is registered under: the instance's (its heartbeat renews the lease)."""
+    from workers import instance
+
+    cur = instance.current
+    return cur.name if cur is not None and cur.spec.name == service and cur.heartbeat else worker
 
 
 @celery_app.task(name="scalejob.command", bind=True, Request="workers.ackgate:GatedRequest")
