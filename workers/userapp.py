@@ -1,21 +1,17 @@
 """Supervising the user's app of a query service: start it, wait for its port, restart it.
 
-The app runs in its own process group with ``PR_SET_PDEATHSIG`` (it dies with the worker); a
-monitor thread restarts it with backoff when it exits, and :meth:`stop` ends its whole group.
+The app runs as a :class:`~workers.supervisor.SupervisedProcess` (own process group, dies with
+the worker, restarted with backoff); what is specific here is readiness: a start counts only
+once the app accepts connections on its port.
 """
 
 from __future__ import annotations
 
-import logging
 import socket
-import subprocess
-import threading
 import time
 from pathlib import Path
 
-from workers.command import _die_with_parent, kill_group
-
-log = logging.getLogger(__name__)
+from workers.supervisor import SupervisedProcess
 
 
 class UserAppError(RuntimeError):
@@ -28,31 +24,15 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-class UserApp:
-    """One supervised user app process."""
+class UserApp(SupervisedProcess):
+    """One supervised user app process, ready when its port accepts connections."""
 
-    def __init__(self, command: str, port: int, cwd: Path, env: dict[str, str], log_path: Path) -> None:
-        self.command, self.port, self.cwd, self.env, self.log_path = command, port, cwd, env, log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.restarts = 0
-        self._stopping = threading.Event()
-        self._monitor: threading.Thread | None = None
+    def __init__(self, command: str, port: int, cwd: Path, env: dict[str, str], log_path: Path, ready_timeout: float = 60.0) -> None:
+        super().__init__(f"user app on port {port}", command, cwd, env, log_path)
+        self.port, self.ready_timeout = port, ready_timeout
 
-    def _spawn(self) -> None:
-        self.cwd.mkdir(parents=True, exist_ok=True)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        out = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            ["/bin/sh", "-c", self.command],
-            cwd=self.cwd,
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
-        out.close()
+    def on_spawned(self) -> None:
+        self.wait_ready(self.ready_timeout)
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -62,38 +42,3 @@ class UserApp:
             if time.monotonic() > deadline:
                 raise UserAppError(f"user app did not listen on port {self.port} within {timeout:.0f}s; see {self.log_path}")
             time.sleep(0.05)
-
-    def start(self, ready_timeout: float = 60.0) -> None:
-        """Start the app and block until its port accepts connections."""
-        self._spawn()
-        self.wait_ready(ready_timeout)
-        self._monitor = threading.Thread(target=self._watch, name="scalejob-userapp", daemon=True)
-        self._monitor.start()
-
-    def _watch(self) -> None:
-        backoff = 0.2
-        while not self._stopping.is_set():
-            assert self.proc is not None
-            if self.proc.poll() is None:
-                self._stopping.wait(0.2)
-                continue
-            if self._stopping.is_set():
-                return
-            log.warning("user app exited with code %s; restarting", self.proc.returncode)
-            kill_group(self.proc, grace=1.0)
-            self._stopping.wait(backoff)
-            backoff = min(backoff * 2, 5.0)
-            self.restarts += 1
-            self._spawn()
-            try:
-                self.wait_ready(60.0)
-                backoff = 0.2
-            except UserAppError as exc:
-                log.error("%s", exc)
-
-    def stop(self, grace: float = 10.0) -> None:
-        self._stopping.set()
-        if self.proc is not None:
-            kill_group(self.proc, grace)
-        if self._monitor is not None:
-            self._monitor.join(timeout=5)
