@@ -175,14 +175,19 @@ def get_service(name: str, request: Request) -> dict[str, Any]:
     return {"name": name, "spec": public_spec(spec), "stats": stats(state_redis(), name)}
 
 
+MAX_SPEC_BYTES = 1024 * 1024  # a spec is a few KB; refuse more without reading it
+
+
 @app.put("/api/services/{name}", summary="Deploy or update a service from its JSON spec (admin token)",
          openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}})
 async def put_service(name: str, request: Request) -> dict[str, Any]:
     _admin(request)
     try:
-        data = json.loads(await request.body())
+        data = json.loads(await api_queue.read_body(request, MAX_SPEC_BYTES))  # 413 before reading a huge body
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise HTTPException(422, f"body is not valid JSON: {exc}") from None
+    except RecursionError:  # "[[[[...]]]]": json.loads recurses once per nesting level
+        raise HTTPException(422, "body is not a valid spec: JSON nested too deeply") from None
     try:
         spec = parse_spec(data)
     except SpecError as exc:

@@ -56,7 +56,7 @@ def celery_config(broker_url: str, visibility_timeout: int) -> dict[str, Any]:
         "accept_content": ["json"],
         "result_accept_content": ["json"],
         "worker_send_task_events": True,
-        "task_send_sent_event": True,
+        "task_send_sent_event": False,  # Flower builds its task list from the worker events
         "task_default_queue": "scalejob.default",
         "task_create_missing_queues": True,
         "broker_transport_options": redis_transport_options(visibility_timeout) if is_redis_url(broker_url) else {},

@@ -151,10 +151,13 @@ def autoscale(
     stabilization: float = typer.Option(1.0, help="With --celery-app: scale-down stabilization window (s)"),
     metrics_port: Optional[int] = typer.Option(None, "--metrics-port", help="Serve Prometheus metrics on this port"),
     fork: bool = typer.Option(True, help="Fork new scalejob workers from a pre-imported template (--no-fork: fresh processes)"),
+    backend: Optional[str] = typer.Option(None, help="local or kubernetes (default: SCALEJOB_AUTOSCALER_BACKEND, local)"),
+    k8s_namespace: Optional[str] = typer.Option(None, "--k8s-namespace", help="Namespace of the worker Deployments (default: SCALEJOB_K8S_NAMESPACE, default)"),
 ) -> None:
     """Run the autoscaler: workers follow the queue depth, scale-in never kills a running task.
 
     Examples: scalejob autoscale
+              scalejob autoscale --backend kubernetes --k8s-namespace scalejob-workers
               scalejob autoscale --celery-app proj.celery:app --queue images --worker-cmd "celery -A proj.celery worker -Q images -c 1" --min 0 --max 8
     """
     import logging
@@ -165,7 +168,12 @@ def autoscale(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
+    if backend not in (None, "local", "kubernetes"):
+        fail(f"--backend: expected local or kubernetes, got {backend!r}")
+    settings = settings.model_copy(update={k: v for k, v in (("autoscaler_backend", backend), ("k8s_namespace", k8s_namespace)) if v})
     if celery_app:
+        if settings.autoscaler_backend != "local":
+            fail("--celery-app runs local workers only (--backend local)")
         if not queue or not worker_cmd:
             fail("--celery-app needs --queue and --worker-cmd")
         if max_workers < max(min_workers, 1):
@@ -178,11 +186,21 @@ def autoscale(
 
 
 @cli.command()
-def status() -> None:
-    """Show each service: waiting and running tasks, workers by state, desired count, last decision."""
-    from autoscale.status import status_table
+def status(watch: bool = typer.Option(False, "--watch", "-w", help="Redraw every second until Ctrl-C")) -> None:
+    """Show each service (waiting and running tasks, workers by state, desired count, last decision
+    and its reason) and each worker (state, task, GPU, whether it runs the current spec).
 
-    console.print(status_table(_redis()))
+    Needs the same SCALEJOB_DATA_DIR or SCALEJOB_REDIS_URL as `scalejob up` / the autoscaler.
+
+    Examples: scalejob status
+              scalejob status --watch
+    """
+    from autoscale.status import status_tables, watch as watch_status
+
+    if watch:
+        watch_status(_redis(), console)
+    else:
+        console.print(status_tables(_redis()))
 
 
 @cli.command()

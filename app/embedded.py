@@ -56,9 +56,17 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _probe(port: int) -> redis.Redis:
+    """A client that fails at once: redis-py >= 6 retries a refused connection for seconds by default."""
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return redis.Redis(host="127.0.0.1", port=port, socket_timeout=1, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
+
+
 def _alive(port: int) -> bool:
     try:
-        return bool(redis.Redis(host="127.0.0.1", port=port, socket_timeout=1, socket_connect_timeout=1).ping())
+        return bool(_probe(port).ping())
     except redis.RedisError:
         return False
 
@@ -90,17 +98,21 @@ def _read_port(port_file: Path) -> int | None:
         return None
 
 
-def ensure_embedded(data_dir: Path, appendfsync: str = "everysec", timeout: float = 15.0) -> EmbeddedRedis:
-    """Return the running embedded Redis of ``data_dir``, starting it when none answers."""
+def ensure_embedded(data_dir: Path, appendfsync: str = "everysec", timeout: float = 15.0, port: int | None = None) -> EmbeddedRedis:
+    """Return the running embedded Redis of ``data_dir``, starting it when none answers.
+
+    ``port`` pins the port of a new server (a restart that keeps its clients' URLs valid);
+    by default a free one is picked.
+    """
     directory = (data_dir / "redis").resolve()
     directory.mkdir(parents=True, exist_ok=True)
     port_file = directory / "redis.port"
     with open(directory / "lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        port = _read_port(port_file)
-        if port and _alive(port):
-            return EmbeddedRedis(directory, port, started_here=False)
-        port = _free_port()
+        running = _read_port(port_file)
+        if running and _alive(running):
+            return EmbeddedRedis(directory, running, started_here=False)
+        port = port or _free_port()
         (directory / "redis.conf").write_text(_config(directory, port, appendfsync))
         proc = subprocess.run(
             [redis_server_binary(), str(directory / "redis.conf")], capture_output=True, text=True
@@ -130,7 +142,7 @@ def find_embedded(data_dir: Path) -> EmbeddedRedis | None:
 def stop_embedded(server: EmbeddedRedis) -> None:
     """Shut the server down after flushing its AOF, so no accepted task is lost."""
     try:
-        redis.Redis(host="127.0.0.1", port=server.port).shutdown()
+        _probe(server.port).shutdown()
     except redis.ConnectionError:
         pass  # SHUTDOWN closes the connection under us: that is success
     except redis.RedisError as exc:

@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     poll_interval: float = Field(0.5, description="Autoscaler tick (s)")
     autoscaler_lock_ttl: float = Field(3.0, description="Autoscaler leader lock TTL (s): a standby takes over this long after the leader dies")
     decisions_kept: int = Field(200, description="Autoscaler decisions kept per service in Redis")
+    autoscaler_backend: Literal["local", "kubernetes"] = Field("local", description="Where the autoscaler runs workers: local processes or a Deployment per service")
+    k8s_namespace: str = Field("default", description="Kubernetes backend: namespace of the worker Deployments scalejob-<service>")
     record_ttl: int = Field(7 * 24 * 3600, description="How long request records are kept (s)")
     sink_maxlen: int = Field(100_000, description="Approximate cap of each output queue (entries)")
     key_prefix: str = Field("scalejob", description="Prefix of every Redis key scalejob owns")

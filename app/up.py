@@ -5,8 +5,9 @@ API, the autoscaler (which owns the workers), Flower, the front ends. Down, in r
 ends, Flower, then the autoscaler gets SIGTERM and warm-shuts-down its workers (running tasks
 finish; past ``--stop-timeout`` they are killed and their requests are re-enqueued from their
 records on the next start), then the API, then the embedded Redis flushes its AOF and exits.
-No child is left behind: each runs in its own process group, and a group that outlives its
-leader is killed.
+No child is left behind: each runs in its own session, and every process seen in its tree
+(workers and user apps have sessions of their own) that outlives it is killed by pid.
+Second Ctrl-C: stop waiting for running tasks now.
 """
 
 from __future__ import annotations
@@ -16,37 +17,96 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
 from rich.console import Console
 
-from app.embedded import stop_embedded
+from app.embedded import EmbeddedRedis, stop_embedded
 from app.frontend import FrontendProcess
 
 
 @dataclass
 class Child:
+    """One process ``up`` started, with every descendant it was ever seen to have.
+
+    Workers and user apps run in sessions of their own (a Ctrl-C on the terminal must not reach
+    them, see ``autoscale/backends/local.py``), so killing the child's process group would miss
+    them; the descendants seen while waiting for the child are killed by pid instead (psutil
+    checks the start time, so a reused pid is never hit).
+    """
+
     name: str
     popen: subprocess.Popen[bytes]
+    seen: dict[int, psutil.Process] = field(default_factory=dict)
 
-    def stop(self, timeout: float) -> None:
-        """SIGTERM the child's group, wait, then SIGKILL whatever is left of it."""
-        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(self.popen.pid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                self.popen.wait(timeout=wait)
+    def observe(self, extra: Iterable[psutil.Process] = ()) -> None:
+        """Remember the child's current descendants (and ``extra``: processes it adopted)."""
+        try:
+            tree = psutil.Process(self.popen.pid).children(recursive=True)
+        except psutil.Error:
+            tree = []
+        for p in [*tree, *extra]:
+            if p.pid not in self.seen or not _running(self.seen[p.pid]):
+                self.seen[p.pid] = p
+
+    def stop(self, timeout: float, extra: Callable[[], list[psutil.Process]] = list, force: threading.Event | None = None) -> bool:
+        """SIGTERM the child, wait up to ``timeout`` s, then SIGKILL it and every descendant left.
+
+        Returns True when it exited by itself within ``timeout``; only then are the processes of
+        ``extra`` (recorded workers it may have adopted) left alone: it stopped them itself.
+        """
+        self.observe()
+        _killpg(self.popen.pid, signal.SIGTERM)
+        deadline, clean = time.monotonic() + timeout, True
+        while self.popen.poll() is None:
+            if time.monotonic() > deadline or (force is not None and force.is_set()):
+                clean = False
+                self.observe(extra())
+                _killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait()
                 break
-            except subprocess.TimeoutExpired:
-                continue
-        try:  # stragglers in the group (e.g. a worker's user app) go too
-            os.killpg(self.popen.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+            self.observe()
+            time.sleep(0.1)
+        _killpg(self.popen.pid, signal.SIGKILL)  # stragglers in its group
+        left = [p for p in self.seen.values() if _running(p)]
+        for p in left:
+            if _leads_group(p):
+                _killpg(p.pid, signal.SIGKILL)
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(left, timeout=5)
+        return clean
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _running(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _leads_group(p: psutil.Process) -> bool:
+    try:
+        return os.getpgid(p.pid) == p.pid
+    except OSError:
+        return False
+
+
+QUICK_STOP = 15.0  # seconds the API, Flower and the front ends get (they hold no task)
 
 
 @dataclass
@@ -55,11 +115,12 @@ class Stack:
 
     log_dir: Path
     children: list[Child] = field(default_factory=list)
+    force: threading.Event = field(default_factory=threading.Event)  # a second Ctrl-C: stop waiting
 
     def start(self, name: str, argv: list[str], env: dict[str, str]) -> Child:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_dir / f"{name}.log", "ab") as out:
-            popen = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            popen = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         child = Child(name, popen)
         self.children.append(child)
         return child
@@ -67,13 +128,37 @@ class Stack:
     def dead(self) -> list[Child]:
         return [c for c in self.children if c.popen.poll() is not None]
 
-    def stop(self, timeout: float) -> None:
+    def stop(self, stop_timeout: float, workers: Callable[[], list[psutil.Process]]) -> bool:
+        """Stop in reverse start order; the autoscaler gets ``stop_timeout`` s for running tasks.
+
+        ``workers``: the worker processes recorded in Redis (the autoscaler may have adopted
+        some it did not start: they are not its descendants). False when something was killed.
+        """
+        clean = True
         for child in reversed(self.children):
-            child.stop(timeout)
+            if child.name == "autoscaler":
+                clean &= child.stop(stop_timeout, workers, self.force)
+            else:
+                clean &= child.stop(QUICK_STOP, force=self.force)
+        return clean
 
 
 def scalejob(*args: str) -> list[str]:
     return [sys.executable, "-m", "app.cli", *args]
+
+
+def _stop_redis(server: EmbeddedRedis) -> None:
+    """SHUTDOWN (the AOF is flushed) and wait until the server process is gone."""
+    try:
+        pid = int((server.directory / "redis.pid").read_text().strip())
+        proc: psutil.Process | None = psutil.Process(pid)
+    except (OSError, ValueError, psutil.Error):
+        proc = None
+    stop_embedded(server)
+    if proc is not None:
+        psutil.wait_procs([proc], timeout=10)
+        if _running(proc):
+            proc.kill()
 
 
 def run_up(specs: list[Path], port: int, flower: bool, stop_timeout: float, console: Console) -> int:
@@ -83,16 +168,20 @@ def run_up(specs: list[Path], port: int, flower: bool, stop_timeout: float, cons
     from app.embedded import find_embedded
     from app.settings import get_settings
     from app.specs import load_spec
+    from autoscale.backends.local import recorded_processes
 
     settings = get_settings()
-    ep = endpoints()
-    embedded = find_embedded(settings.data_dir) if not (settings.broker_url or settings.redis_url) else None
+    data_dir = settings.data_dir.resolve()
+    ep = endpoints()  # starts the embedded Redis of the data dir when no Redis is configured
+    embedded = find_embedded(settings.data_dir)
+    if embedded is not None and ep.redis_url != embedded.url:
+        embedded = None  # a configured Redis: not ours to stop
     admin = settings.admin_token.get_secret_value() or secrets.token_urlsafe(24)
     env = {
         **os.environ,
         "SCALEJOB_BROKER_URL": ep.broker_url,
         "SCALEJOB_REDIS_URL": ep.redis_url,
-        "SCALEJOB_DATA_DIR": str(settings.data_dir.resolve()),
+        "SCALEJOB_DATA_DIR": str(data_dir),
         "SCALEJOB_ADMIN_TOKEN": admin,
         "SCALEJOB_API_PORT": str(port),
     }
@@ -100,16 +189,20 @@ def run_up(specs: list[Path], port: int, flower: bool, stop_timeout: float, cons
     deployed = [load_spec(p) for p in specs]
     for spec in deployed:
         services.save(r, spec)
-    stack = Stack(settings.data_dir.resolve() / "logs")
-    stopping = {"now": False}
+    stack = Stack(data_dir / "logs")
+    stopping = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
-        stopping["now"] = True
+        if stopping.is_set():
+            stack.force.set()
+            console.print("second signal: not waiting for running tasks (they are re-enqueued on the next start)", soft_wrap=True)
+        stopping.set()
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     code = 0
     frontends: list[FrontendProcess] = []
+    say = lambda text: console.print(text, soft_wrap=True)  # noqa: E731 - URLs and tokens must stay copyable
     try:
         stack.start("api", scalejob("api", "--host", settings.api_host, "--port", str(port)), env)
         stack.start("autoscaler", scalejob("autoscale"), env)
@@ -123,27 +216,28 @@ def run_up(specs: list[Path], port: int, flower: bool, stop_timeout: float, cons
                 fe.env.update({k: v for k, v in env.items() if k.startswith("SCALEJOB_") and k not in fe.env})
                 fe.start()
                 frontends.append(fe)
-        console.print(f"[bold]scalejob up[/bold]  broker {ep.broker_url}  data {settings.data_dir.resolve()}")
-        console.print(f"  API        {endpoint}   (docs {endpoint}/docs, dashboard {endpoint}/ui)")
-        console.print(f"  admin token {admin}")
+        say(f"[bold]scalejob up[/bold]  broker {ep.broker_url}  data {data_dir}")
+        say(f"  API         {endpoint}   (docs {endpoint}/docs, dashboard {endpoint}/ui)")
+        say(f"  admin token {admin}")
         for spec in deployed:
-            console.print(f"  service    {spec.name}  POST {endpoint}/api/predict/{spec.name}?taskType={spec.allowed_task_types()[0]}  token {tokens[spec.name]}")
-        console.print(f"  logs       {stack.log_dir}   — Ctrl-C stops everything")
-        while not stopping["now"]:
+            say(f"  service     {spec.name}  POST {endpoint}/api/predict/{spec.name}?taskType={spec.allowed_task_types()[0]}  token {tokens[spec.name]}")
+        same = f"SCALEJOB_DATA_DIR={data_dir}" if embedded is not None else f"SCALEJOB_REDIS_URL={ep.redis_url}"
+        say(f"  CLI         {same} scalejob submit|status|logs ...   (the same Redis as this stack)")
+        say(f"  logs        {stack.log_dir}   — Ctrl-C stops everything (running tasks finish first)")
+        while not stopping.is_set():
             dead = stack.dead()
             if dead:
-                console.print(f"[red]{dead[0].name} exited with code {dead[0].popen.returncode}; stopping (see {stack.log_dir / dead[0].name}.log)[/red]")
+                say(f"[red]{dead[0].name} exited with code {dead[0].popen.returncode}; stopping (see {stack.log_dir / dead[0].name}.log)[/red]")
                 code = 1
                 break
-            time.sleep(0.2)
+            stopping.wait(0.2)
     finally:
-        console.print("stopping: running tasks finish first ...")
+        say(f"stopping: running tasks finish first (up to --stop-timeout {stop_timeout:g}s; Ctrl-C again to stop now) ...")
         for fe in frontends:
             fe.stop()
-        stack.stop(stop_timeout)
-        if embedded is not None or (not settings.broker_url and not settings.redis_url):
-            server = find_embedded(settings.data_dir)
-            if server is not None:
-                stop_embedded(server)
-        console.print("stopped")
+        if not stack.stop(stop_timeout, lambda: recorded_processes(r)):
+            say("[yellow]some processes did not stop in time and were killed; interrupted tasks are re-enqueued from their records on the next start[/yellow]")
+        if embedded is not None:
+            _stop_redis(embedded)
+        say("stopped")
     return code

@@ -22,12 +22,14 @@ from typing import Any
 import redis
 
 from app import keys, tenants
+from app.services import spec_hash
 from app.specs import parse_spec
 from autoscale import history
 from autoscale.backends.base import BackendError, WorkerBackend, WorkerHandle
 from autoscale.leader import Leadership
 from autoscale.metrics.broker import BrokerDepth
 from autoscale.metrics.registry import Workers
+from autoscale.rolling import Rollout, outdated
 from autoscale.policy import CONSUMING, AutoscalerConfig, Decision, Observation, PolicyState, decide
 from autoscale.scalein import Control
 
@@ -43,6 +45,7 @@ class Target:
     service: str
     queues: tuple[str, ...]  # a scalejob service has one queue per tenant (app/tenants.py)
     cfg: AutoscalerConfig
+    spec_hash: str = ""  # services.spec_hash of the deployed spec; workers with another one roll ("": never)
 
 
 class ScalejobTargets:
@@ -50,7 +53,7 @@ class ScalejobTargets:
 
     def __init__(self, r: redis.Redis) -> None:
         self.r = r
-        self._cache: dict[str, tuple[bytes, AutoscalerConfig]] = {}
+        self._cache: dict[str, tuple[bytes, AutoscalerConfig, str]] = {}
 
     def __call__(self) -> list[Target]:
         out = []
@@ -58,9 +61,10 @@ class ScalejobTargets:
             name = raw_name.decode()
             cached = self._cache.get(name)
             if cached is None or cached[0] != raw:
-                cached = (raw, AutoscalerConfig.from_spec(parse_spec(json.loads(raw))))
+                spec = parse_spec(json.loads(raw))
+                cached = (raw, AutoscalerConfig.from_spec(spec), spec_hash(spec))
                 self._cache[name] = cached
-            out.append(Target(name, tuple(tenants.service_queues(self.r, name)), cached[1]))
+            out.append(Target(name, tuple(tenants.service_queues(self.r, name)), cached[1], cached[2]))
         return out
 
 
@@ -81,6 +85,10 @@ class Controller:
     pending: set[str] = field(default_factory=set)  # standby workers activated before they were ready
     drained: set[str] = field(default_factory=set)  # workers we drained that no backend owns
     wake_at: float | None = None  # monotonic: tick then even if before the next poll (grace ends)
+    rollout: Rollout = field(default_factory=Rollout)  # rolling updates after a redeploy (autoscale/rolling.py)
+    recover: Callable[[], object] | None = None  # re-enqueue requests whose worker died (workers/recovery.py)
+    recover_every: float = 2.0
+    _recovered_at: float = 0.0
 
     # -- one tick ----------------------------------------------------------------------------
     def tick(self, now: float | None = None) -> list[dict[str, Any]]:
@@ -117,6 +125,9 @@ class Controller:
         return time.monotonic() + max(min(ends) - now, 0.0) + 0.001 if ends else None
 
     def step(self, t: Target, t0: float, handles: list[WorkerHandle], workers: Workers, waiting: int, now: float, snap: Any = None) -> dict[str, Any]:
+        everyone, rolling = workers, self.rollout.hidden(t.service, t.spec_hash, workers)
+        if rolling is not None:  # the policy does not see it: it starts the replacement
+            workers = replace(workers, views=tuple(v for v in workers.views if v.name != rolling))
         views, free_gpus = workers.views, None
         if snap is not None and t.cfg.gpu_per_worker > 0:
             from autoscale.metrics.gpu import with_gpu
@@ -126,6 +137,7 @@ class Controller:
         state = self.states.get(t.service) or PolicyState(current=sum(1 for v in views if v.state in CONSUMING))
         decision, self.states[t.service] = decide(obs, state, t.cfg, now)
         actions = self.act(t, decision, replace(workers, views=views), handles, snap)
+        self._roll(t, decision, everyone, handles, rolling, actions)
         entry = {
             "at": now,
             "service": t.service,
@@ -158,6 +170,21 @@ class Controller:
         return actions
 
     # -- actions -----------------------------------------------------------------------------
+    def _roll(self, t: Target, d: Decision, workers: Workers, handles: list[WorkerHandle], rolling: str | None, actions: list[str]) -> None:
+        """Rolling update (autoscale/rolling.py): stop outdated standby, drain the hidden worker when replaced."""
+        owned = {h.name: h for h in handles}
+        for name in outdated(workers, t.spec_hash, ("standby",)) if t.spec_hash else []:
+            if name in owned and not owned[name].meta.get("stopping"):
+                self.backend.stop(owned[name])
+                actions.append(f"stop {name} (standby, spec changed)")
+        if rolling is None:
+            return
+        if not self.rollout.ready_to_drain(t.service, workers, d.desired):
+            actions.append(f"roll {rolling}: waiting for its replacement")
+            return
+        self._drain(t, workers.by_name()[rolling], owned.get(rolling), workers, actions)
+        actions.append(f"roll {self.rollout.drained_now(t.service)} (spec changed)")
+
     def _finish_drains(self, t: Target, workers: Workers, owned: dict[str, WorkerHandle], actions: list[str]) -> None:
         """Warm-shutdown the drained workers whose task has ended (or that never had one)."""
         for v in workers.views:
@@ -235,6 +262,16 @@ class Controller:
             return None
         return self.gpu.snapshot([i for w in observed for i in w.infos])
 
+    def _maybe_recover(self) -> None:
+        """Lease-expiry recovery from the leader too, not only from workers.
+
+        Why: a task killed together with its worker (``scalejob up`` past ``--stop-timeout``, a
+        crash) is in no queue, so at zero workers nothing would ever start a worker to recover it.
+        """
+        if self.recover is not None and time.monotonic() - self._recovered_at >= self.recover_every:
+            self._recovered_at = time.monotonic()
+            self.recover()
+
     # -- the loop ----------------------------------------------------------------------------
     def run(self, leadership: Leadership, stop: threading.Event, on_lead: Callable[[], None] = lambda: None) -> None:
         """Tick while leader; wait as hot standby otherwise; return when ``stop`` is set."""
@@ -252,6 +289,7 @@ class Controller:
                             on_lead()
                             leading = True
                         self.tick()
+                        self._maybe_recover()
                     elif leading:
                         log.warning("autoscaler %s lost the leader lock to %s; standing by", leadership.me, leadership.holder())
                         leading = False

@@ -9,7 +9,9 @@ next autoscaler on this host adopts them.
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import socket
 import threading
 from pathlib import Path
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ import redis
 from app import tenants
 from app.connections import endpoints, is_redis_url
 from app.settings import Settings
+from autoscale.backends.base import WorkerBackend
 from autoscale.backends.local import LocalBackend, celery_command
 from autoscale.backends.template import Template
 from autoscale.controller import Controller, ScalejobTargets, Target
@@ -37,7 +40,7 @@ class Autoscaler:
     """A controller with its backend and lock, ready to :meth:`serve`."""
 
     controller: Controller
-    backend: LocalBackend
+    backend: WorkerBackend
     leadership: Leadership
 
     def serve(self, stop: threading.Event | None = None, metrics_port: int | None = None, handle_signals: bool = True) -> None:
@@ -49,21 +52,23 @@ class Autoscaler:
             log.info("Prometheus metrics on http://127.0.0.1:%d/metrics", metrics_port)
         if handle_signals:
             _on_signals(stop, self)
+        local = self.backend if isinstance(self.backend, LocalBackend) else None
         try:
-            self.controller.run(self.leadership, stop, on_lead=self.backend.adopt)
+            self.controller.run(self.leadership, stop, on_lead=local.adopt if local else lambda: None)
         finally:
             self.leadership.release()
-            if self.backend.procs:
-                log.info("stopping %d worker(s) (warm shutdown: running tasks finish first)", len(self.backend.procs))
-                self.backend.stop_all(timeout=None)
+            if local is not None and local.procs:  # pods outlive their autoscaler: only local workers stop
+                log.info("stopping %d worker(s) (warm shutdown: running tasks finish first)", len(local.procs))
+                local.stop_all(timeout=None)
             self.backend.close()
 
 
 def _on_signals(stop: threading.Event, scaler: Autoscaler) -> None:
     def handler(signum: int, _frame: Any) -> None:
         if stop.is_set():  # second signal: leave the workers running, a later autoscaler adopts them
-            log.warning("second signal: leaving %d worker(s) running", len(scaler.backend.procs))
-            scaler.backend.procs.clear()
+            procs = getattr(scaler.backend, "procs", {})
+            log.warning("second signal: leaving %d worker(s) running", len(procs))
+            procs.clear()
             raise SystemExit(1)
         stop.set()
 
@@ -72,10 +77,12 @@ def _on_signals(stop: threading.Event, scaler: Autoscaler) -> None:
 
 
 def scalejob_autoscaler(settings: Settings, fork: bool = True) -> Autoscaler:
-    """The autoscaler of every deployed scalejob service, with local worker processes.
+    """The autoscaler of every deployed scalejob service, on ``settings.autoscaler_backend``.
 
-    ``fork``: new workers are forked from a pre-imported template (``backends/template.py``)
-    instead of started as fresh Python processes.
+    ``local``: worker processes on this machine; ``fork``: they are forked from a pre-imported
+    template (``backends/template.py``) instead of started as fresh Python processes.
+    ``kubernetes``: the Deployment ``scalejob-<service>`` in ``settings.k8s_namespace`` (in-cluster
+    config, else ``$KUBECONFIG``).
     """
     from app.celery_app import celery_app
     from app.connections import state_redis
@@ -83,18 +90,26 @@ def scalejob_autoscaler(settings: Settings, fork: bool = True) -> Autoscaler:
     r = state_redis()
     control = Control(celery_app)
     observer = RegistryObserver(r)
-    backend = LocalBackend(
-        r,
-        settings.data_dir.resolve() / "logs",
-        cancel_consumer=lambda service, name: [control.cancel_consumer(q, name) for q in tenants.service_queues(r, service)],
-        is_busy=observer.is_busy,
-        template=Template(Path.cwd()) if fork else None,
-    )
-    if backend.template is not None:
-        backend.template.start()
+    cancel = lambda service, name: [control.cancel_consumer(q, name) for q in tenants.service_queues(r, service)]  # noqa: E731
+    backend: WorkerBackend
+    if settings.autoscaler_backend == "kubernetes":
+        from autoscale.backends.kubernetes import KubernetesBackend
+
+        backend = KubernetesBackend(namespace=settings.k8s_namespace, cancel_consumer=cancel, spec_of=lambda s: _spec_or_none(r, s))
+    else:
+        backend = LocalBackend(
+            r,
+            settings.data_dir.resolve() / "logs",
+            cancel_consumer=cancel,
+            is_busy=observer.is_busy,
+            template=Template(Path.cwd()) if fork else None,
+        )
+        if backend.template is not None:
+            backend.template.start()
     controller = Controller(
         r, backend, BrokerDepth(endpoints().broker_url), observer, control, ScalejobTargets(r),
         poll_interval=settings.poll_interval, decisions_kept=settings.decisions_kept, gpu=_gpu_monitor(),
+        recover=_recovery(r, f"autoscaler-{os.getpid()}@{socket.gethostname()}"), recover_every=settings.heartbeat_interval,
     )
     return Autoscaler(controller, backend, Leadership(r, settings.autoscaler_lock_ttl))
 
@@ -124,6 +139,28 @@ def celery_autoscaler(settings: Settings, celery_app_path: str, queue: str, work
     target = Target(queue, (queue,), cfg)
     controller = Controller(r, backend, BrokerDepth(broker), observer, control, lambda: [target], poll_interval=settings.poll_interval, decisions_kept=settings.decisions_kept)
     return Autoscaler(controller, backend, Leadership(r, settings.autoscaler_lock_ttl, scope=f"celery:{queue}"))
+
+
+def _spec_or_none(r: redis.Redis, service: str) -> Any:
+    from app import services
+
+    try:
+        return services.get(r, service)
+    except services.UnknownService:
+        return None
+
+
+def _recovery(r: redis.Redis, me: str) -> Any:
+    """One lease-expiry recovery pass under the workers' shared recovery lock (workers/recovery.py)."""
+    from workers import recovery
+
+    send = recovery.celery_sender()
+
+    def recover() -> None:
+        if recovery.try_lead(r, me):
+            recovery.recover_once(r, send)
+
+    return recover
 
 
 def _gpu_monitor() -> Any:

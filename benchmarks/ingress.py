@@ -34,16 +34,22 @@ def pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
 
 
-def wait_started(r, rid: str, timeout: float = 10.0) -> float:  # noqa: ANN001
+def wait_started(r, rid: str, timeout: float = 10.0, field: str = "started_at") -> float:  # noqa: ANN001
     from app import keys
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        v = r.hget(keys.request(rid), "started_at")
+        v = r.hget(keys.request(rid), field)
         if v:
             return float(v)
         time.sleep(0.0005)
-    raise TimeoutError(f"request {rid} did not start")
+    raise TimeoutError(f"request {rid} did not reach {field}")
+
+
+def settle(r, rid: str) -> None:  # noqa: ANN001
+    """Let request ``rid`` finish, then pause: the next put then finds the worker really idle."""
+    wait_started(r, rid, field="finished_at")
+    time.sleep(0.02)
 
 
 def latency_http(base: str, service: str, r, samples: int, answered: list[float] | None = None) -> list[float]:  # noqa: ANN001
@@ -59,7 +65,7 @@ def latency_http(base: str, service: str, r, samples: int, answered: list[float]
                 answered.append(time.time() - t0)
             rid = resp.headers["X-Eas-Queueservice-Request-Id"]
             out.append(wait_started(r, rid) - t0)
-            time.sleep(0.02)  # let the worker finish "true" so each put finds it idle
+            settle(r, rid)
     return out
 
 
@@ -73,7 +79,7 @@ def latency_celery(service: str, r, samples: int) -> list[float]:  # noqa: ANN00
         celery_app.send_task("scalejob.command", kwargs={"service": service, "payload": "true", "request_id": rid},
                              queue=f"scalejob.{service}", task_id=rid)
         out.append(wait_started(r, rid) - t0)
-        time.sleep(0.02)
+        settle(r, rid)
     return out
 
 

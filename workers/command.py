@@ -24,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from workers import spawner
+
 PR_SET_PDEATHSIG = 1
 DEFAULT_PROGRESS = r"(?:progress[:=]\s*(\d{1,3}(?:\.\d+)?)\s*%)|(?:(\d{1,3})%\|)"
 TAIL_LINES = 50
@@ -77,7 +79,7 @@ def parse_progress(line: str, pattern: re.Pattern[str]) -> float | None:
         return None
 
 
-def kill_group(proc: subprocess.Popen[bytes], grace: float) -> None:
+def kill_group(proc: subprocess.Popen[bytes] | spawner.Forked, grace: float) -> None:
     """SIGTERM the command's process group; the reaper SIGKILLs its subtree ``grace`` s later.
 
     The group gets a SIGKILL here too if the reaper itself has not exited 5 s after that.
@@ -103,15 +105,16 @@ class ExitWatcher:
     short task; a pidfd becomes readable exactly at exit.
     """
 
-    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes] | spawner.Forked) -> None:
         self.proc = proc
-        try:
-            self.fd: int | None = os.pidfd_open(proc.pid)
+        self.owned = not isinstance(proc, spawner.Forked)
+        try:  # a forked reaper reports its exit on its status socket (it is not our child)
+            self.fd: int | None = os.pidfd_open(proc.pid) if self.owned else proc.exit_fd()
         except (AttributeError, OSError):
             self.fd = None
 
     def wait(self, timeout: float) -> bool:
-        if self.fd is None:
+        if self.fd is None or (not self.owned and self.proc.buffered.endswith(b"\n")):  # type: ignore[union-attr]
             try:
                 self.proc.wait(timeout=timeout)
                 return True
@@ -120,9 +123,9 @@ class ExitWatcher:
         return bool(select.select([self.fd], [], [], timeout)[0])
 
     def close(self) -> None:
-        if self.fd is not None:
+        if self.fd is not None and self.owned:
             os.close(self.fd)
-            self.fd = None
+        self.fd = None
 
 
 def run_command(
@@ -141,15 +144,18 @@ def run_command(
     cwd.mkdir(parents=True, exist_ok=True)
     pattern = re.compile(progress_pattern or DEFAULT_PROGRESS, re.IGNORECASE)
     started = time.monotonic()
-    proc = subprocess.Popen(
-        [sys.executable, "-I", "-S", REAPER, str(os.getpid()), f"{grace:g}", command],
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # no preexec_fn: the reaper arms its own death signal (fast spawn path)
-    )
+    server = spawner.current()
+    proc: subprocess.Popen[bytes] | spawner.Forked | None = server.spawn(command, cwd, env, grace) if server else None
+    if proc is None:  # no spawn server in this process: start the reaper directly (an interpreter start)
+        proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", REAPER, str(os.getpid()), f"{grace:g}", command],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # no preexec_fn: the reaper arms its own death signal (fast spawn path)
+        )
     if on_start:
         on_start(proc.pid)
     tail: deque[str] = deque(maxlen=TAIL_LINES)

@@ -26,7 +26,8 @@ from app import keys, services, tenants
 from app.connections import state_redis
 from app.settings import get_settings
 from app.specs import ServiceSpec
-from workers import progress_server
+from workers import progress_server, spawner
+from workers.command import REAPER
 from workers.registry import Heartbeat
 from workers.userapp import UserApp
 
@@ -82,6 +83,8 @@ def prepare(spec: ServiceSpec, name: str) -> Instance:
     env = base_env(spec)
     run_init_commands(spec, storage, env)
     inst = Instance(spec=spec, name=name, storage=storage, env=env)
+    if "command" in spec.allowed_task_types():
+        spawner.start(REAPER)  # main thread: command reapers by fork, not by interpreter start
     if spec.app.command and spec.app.port:
         log_path = settings.data_dir.resolve() / "logs" / f"{name.split('@')[0]}.app.log"
         inst.user_app = UserApp(spec.app.command, spec.app.port, Path.cwd(), env, log_path)  # paths in the command are relative to where scalejob runs
@@ -113,7 +116,7 @@ def _start_tenant_watcher(inst: Instance) -> None:
 def _on_ready(sender: object = None, **_: object) -> None:
     if current is None:
         return
-    hb = Heartbeat(state_redis(), current.name, current.spec.name, state=current.extra.get("state", "idle"))
+    hb = Heartbeat(state_redis(), current.name, current.spec.name, state=current.extra.get("state", "idle"), spec_hash=services.spec_hash(current.spec))
     current.heartbeat = hb
     hb.start()
     _start_tenant_watcher(current)
@@ -183,4 +186,5 @@ def run_worker(service: str, name: str | None = None, loglevel: str = "INFO", st
     finally:
         if current.user_app is not None:
             current.user_app.stop()
+        spawner.stop()
     return 0

@@ -106,11 +106,8 @@ def _end_group(child: int | None) -> None:
     os.killpg(pgid, signal.SIGKILL)  # the reaper included: its work is done
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) != 4:
-        print("usage: python -m workers.reaper PARENT_PID GRACE COMMAND", file=sys.stderr)
-        return 2
-    parent, grace, command = int(argv[1]), float(argv[2]), argv[3]
+def run_shell(parent: int, grace: float, command: str, env: dict[str, str]) -> int:
+    """Run ``/bin/sh -c command`` under this process as reaper; returns its exit code (-N: signal N)."""
     handled = {signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGALRM, signal.SIGUSR1}
     signal.pthread_sigmask(signal.SIG_UNBLOCK, handled)  # exec keeps the spawning thread's mask
     # A signal of its own for "the worker thread that started me is gone": when a worker is
@@ -122,7 +119,7 @@ def main(argv: list[str]) -> int:
     _prctl(PR_SET_CHILD_SUBREAPER, 1)
     if os.getppid() != parent:  # the worker died before we armed the death signal
         return 137
-    child = os.posix_spawn("/bin/sh", ["/bin/sh", "-c", command], os.environ, setsigmask=())
+    child = os.posix_spawn("/bin/sh", ["/bin/sh", "-c", command], env, setsigmask=())
     spawned.append(child)
 
     def on_term(signum: int, _frame: object) -> None:
@@ -144,11 +141,84 @@ def main(argv: list[str]) -> int:
     _, status = os.waitpid(child, 0)  # blocks; signal handlers run and the wait resumes (PEP 475)
     code = os.waitstatus_to_exitcode(status)
     kill_descendants()  # SIGKILL the rest of the subtree, members that left the group included
+    return code
+
+
+def die_like(code: int) -> int:
+    """Exit with ``code``; a signal death (code < 0) is repeated so the parent sees the same."""
     if code < 0:  # died by a signal: die the same way, so the worker sees what the shell saw
         if -code not in (signal.SIGKILL, signal.SIGSTOP):
             signal.signal(-code, signal.SIG_DFL)
         os.kill(os.getpid(), -code)
     return code
+
+
+def serve(parent: int, fd: int) -> int:
+    """Spawn server: fork a reaper per request, so a command costs a fork, not an interpreter start.
+
+    Requests come from the worker over a ``SOCK_SEQPACKET`` socket (``fd``): one JSON message
+    (command, cwd, env, grace) with two descriptors: the write end of the command's output pipe
+    and a status socket. The forked reaper leads a new session, writes ``<pid>\\n`` to the status
+    socket, runs the command like ``main`` and writes its exit code there before exiting. Death
+    chain: the worker dies -> this server gets SIGKILL (its death signal) -> each reaper gets
+    its own death signal and ends its command's group, as when the worker starts it directly.
+    """
+    import json
+    import socket
+
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        return 0
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):  # only the worker ends us (EOF or death)
+        signal.signal(sig, signal.SIG_IGN)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # reapers report on their status socket: no zombies
+    me = os.getpid()
+    ctl = socket.socket(fileno=fd)
+    while True:
+        try:
+            msg, fds, _flags, _addr = socket.recv_fds(ctl, 1 << 20, 2)
+        except InterruptedError:
+            continue
+        if not msg:
+            return 0  # the worker closed its end: it is exiting
+        if len(fds) != 2:
+            for x in fds:
+                os.close(x)
+            continue
+        out, status = fds
+        req = json.loads(msg)
+        if os.fork() == 0:  # the reaper of this command
+            code = 1
+            try:
+                ctl.close()
+                for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGCHLD):
+                    signal.signal(sig, signal.SIG_DFL)
+                os.setsid()
+                os.set_inheritable(status, False)  # the command must not hold the status socket
+                os.write(status, f"{os.getpid()}\n".encode())
+                null = os.open(os.devnull, os.O_RDONLY)
+                os.dup2(null, 0)
+                os.dup2(out, 1)
+                os.dup2(out, 2)
+                os.close(null)
+                os.close(out)
+                os.chdir(req["cwd"])
+                code = run_shell(me, float(req["grace"]), req["command"], req["env"])
+                os.write(status, f"{code}\n".encode())
+            finally:
+                os._exit(code & 0xFF)
+        os.close(out)
+        os.close(status)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) == 4 and argv[1] == "--serve":
+        return serve(int(argv[2]), int(argv[3]))
+    if len(argv) != 4:
+        print("usage: python -m workers.reaper PARENT_PID GRACE COMMAND | --serve PARENT_PID FD", file=sys.stderr)
+        return 2
+    parent, grace, command = int(argv[1]), float(argv[2]), argv[3]
+    return die_like(run_shell(parent, grace, command, dict(os.environ)))
 
 
 if __name__ == "__main__":

@@ -38,13 +38,14 @@ class WorkerInfo:
     started_at: float
     heartbeat_at: float
     gpus: str = ""
+    spec_hash: str = ""  # services.spec_hash of the spec it started with: a different one means roll it
 
     @property
     def busy(self) -> bool:
         return bool(self.running)
 
 
-def register(r: redis.Redis, name: str, service: str, state: str = "starting", gpus: str = "") -> None:
+def register(r: redis.Redis, name: str, service: str, state: str = "starting", gpus: str = "", spec_hash: str = "") -> None:
     s = get_settings()
     now = time.time()
     with r.pipeline() as p:
@@ -59,6 +60,7 @@ def register(r: redis.Redis, name: str, service: str, state: str = "starting", g
                 "started_at": f"{now:.6f}",
                 "heartbeat_at": f"{now:.6f}",
                 "gpus": gpus,
+                "spec_hash": spec_hash,
             },
         )
         p.expire(keys.worker(name), int(s.heartbeat_ttl) + 1)
@@ -122,6 +124,7 @@ def _decode(name: str, h: dict[bytes, bytes], running: set[bytes]) -> WorkerInfo
         started_at=float(g("started_at") or 0),
         heartbeat_at=float(g("heartbeat_at") or 0),
         gpus=g("gpus"),
+        spec_hash=g("spec_hash"),
     )
 
 
@@ -155,9 +158,9 @@ def get_worker(r: redis.Redis, name: str) -> WorkerInfo | None:
 class Heartbeat(threading.Thread):
     """Refreshes a worker's entry until stopped; survives Redis outages (it just retries)."""
 
-    def __init__(self, r: redis.Redis, name: str, service: str, state: str = "idle", gpus: str = "") -> None:
+    def __init__(self, r: redis.Redis, name: str, service: str, state: str = "idle", gpus: str = "", spec_hash: str = "") -> None:
         super().__init__(name="scalejob-heartbeat", daemon=True)
-        self.r, self.worker, self.service, self.state, self.gpus = r, name, service, state, gpus
+        self.r, self.worker, self.service, self.state, self.gpus, self.spec_hash = r, name, service, state, gpus, spec_hash
         self._stop_event = threading.Event()
 
     def run(self) -> None:
@@ -169,7 +172,7 @@ class Heartbeat(threading.Thread):
         while not self._stop_event.is_set():
             try:
                 if not registered or not self.r.exists(keys.worker(self.worker)):
-                    register(self.r, self.worker, self.service, self.state, self.gpus)
+                    register(self.r, self.worker, self.service, self.state, self.gpus, self.spec_hash)
                     registered = True
                 heartbeat(self.r, self.worker)
                 running = [x.decode() for x in self.r.smembers(keys.worker_tasks(self.worker))]

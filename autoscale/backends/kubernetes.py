@@ -22,6 +22,7 @@ Warm standby needs a second pod template and is not offered here (``spawn`` refu
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -73,7 +74,10 @@ class KubernetesBackend(WorkerBackend):
             try:
                 config.load_incluster_config()
             except config.ConfigException:
-                config.load_kube_config()
+                try:  # $KUBECONFIG as of now (the client reads it once, at import)
+                    config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
+                except config.ConfigException as exc:
+                    raise BackendError(f"kubernetes backend: no in-cluster config and no usable kubeconfig: {exc}") from None
             api_client = client.ApiClient()
         self.apps = client.AppsV1Api(api_client)
         self.core = client.CoreV1Api(api_client)

@@ -206,6 +206,24 @@ class LocalBackend(WorkerBackend):
             self.r.hdel(keys.local_workers(), *gone)
 
 
+def recorded_processes(r: redis.Redis) -> list[psutil.Process]:
+    """The live worker processes of this host recorded in Redis, with their descendants (user apps).
+
+    ``scalejob up`` kills these when the autoscaler did not stop them in time: workers run in
+    sessions of their own, so they are neither in its process group nor, once adopted, its children.
+    """
+    host, out = socket.gethostname(), []
+    for raw_name, raw in r.hgetall(keys.local_workers()).items():
+        rec = json.loads(raw)
+        proc = _matching_process(int(rec["pid"]), raw_name.decode()) if rec.get("host") == host else None
+        if proc is not None:
+            try:
+                out += [proc, *proc.children(recursive=True)]
+            except psutil.Error:
+                pass
+    return out
+
+
 def _process(pid: int) -> psutil.Process | None:
     try:
         return psutil.Process(pid)

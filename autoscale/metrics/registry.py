@@ -13,7 +13,7 @@ Both merge in the backend's handles: a process that was spawned but is not regis
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import redis
@@ -34,6 +34,7 @@ class Workers:
     seen: frozenset[str] = frozenset()  # names the registry / inspect reported (the rest: backend only)
     infos: tuple = ()  # registry entries (WorkerInfo), for GPU mapping; empty for plain Celery
     complete: bool = True  # False when a worker did not answer: its tasks are missing from ``running``
+    hashes: Mapping[str, str] = field(default_factory=dict)  # name -> spec hash it started with (autoscale/rolling.py)
 
     def by_name(self) -> dict[str, WorkerView]:
         return {v.name: v for v in self.views}
@@ -128,7 +129,8 @@ class RegistryObserver:
         started_with = {h.name: h.meta.get("gpus", "") for h in handles}
         gpu_holders = tuple(_Starting(w.name, w.pid, w.gpus or started_with.get(w.name, ""), w.host) for w in infos)
         gpu_holders += tuple(_Starting(h.name, h.pid or 0, started_with[h.name]) for h in handles if h.name not in {w.name for w in infos})
-        return Workers(running, merge(views, handles, set(pending_activation)), busy, frozenset(w.name for w in infos), gpu_holders)
+        hashes = {w.name: w.spec_hash for w in infos}
+        return Workers(running, merge(views, handles, set(pending_activation)), busy, frozenset(w.name for w in infos), gpu_holders, hashes=hashes)
 
     def mark(self, name: str, state: str) -> None:
         registry.set_state_if_present(self.r, name, state)
