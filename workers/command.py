@@ -3,7 +3,8 @@
 The child is ``workers.reaper`` (which runs ``/bin/sh -c COMMAND``): it leads its own process
 group (so cancel/timeout can end the whole tree with one ``killpg``), gets ``PR_SET_PDEATHSIG``
 and, as a child subreaper, ends the whole group, grandchildren included, when the worker dies
-(even on SIGKILL).
+(even on SIGKILL). In a ``scalejob worker`` the reaper is forked by the worker's spawn server
+(``workers/spawner.py``, ~1 ms) rather than started as a new interpreter (~20 ms).
 Every output line is timestamped, kept in a bounded tail, scanned for progress and, when the
 service writes logs to the queue, emitted as a ``log`` event at a capped rate.
 """

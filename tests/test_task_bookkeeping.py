@@ -1,0 +1,68 @@
+"""The two bookkeeping scripts of a task (workers/lifecycle.py) keep the guards of app/records.py.
+
+Real Redis (the Stack's DB and key prefix); the scripts are called the way ``workers.tasks.execute``
+calls them, without a Celery delivery, so each guard is checked on its own.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from app import keys, records, sink
+from tests.conftest import Stack
+from workers import lifecycle
+
+
+def _message(service: str, rid: str) -> dict[str, object]:
+    return {"task": "scalejob.command", "queue": keys.celery_queue(service),
+            "kwargs": {"service": service, "payload": "true", "payload_b64": None, "request_id": rid}}
+
+
+def test_a_task_without_a_record_gets_one_with_its_message_then_runs(stack: Stack) -> None:
+    service, rid = stack.service_name(), uuid.uuid4().hex
+    begun = lifecycle.begin(stack.r, rid, service, "command", "w1", "w1", _message(service, rid), time.time())
+    assert begun.status == records.STARTED
+    rec = records.get(stack.r, rid)
+    assert rec is not None and rec.state == "running" and rec.worker == "w1" and rec.attempts == 1
+    assert records.message(stack.r, rid) == _message(service, rid)
+    assert stack.r.sismember(keys.worker_tasks("w1"), rid) and records.running_requests(stack.r) == {rid: "w1"}
+    assert records.recent(stack.r, service) == [rid]
+
+
+def test_a_second_delivery_is_refused_while_the_lease_lives_and_a_finished_request_never_moves_back(stack: Stack) -> None:
+    spec = stack.deploy(stack.command_spec())
+    rid = stack.put(spec, "command", "true")  # put() wrote record and message copy: no worker runs it
+    r = stack.r
+    assert lifecycle.begin(r, rid, spec.name, "command", "w1", "w1", {}, time.time()).status == records.STARTED
+    dup = lifecycle.begin(r, rid, spec.name, "command", "w2", "w2", {}, time.time())
+    assert dup.status == records.DUPLICATE and dup.holder == "w1"
+    moved, state = lifecycle.end(r, spec.name, rid, "succeeded", b'{"exit_code": 0}', {"exit_code": 0}, None, {}, "w1", "w1")
+    assert (moved, state) == (True, "succeeded")
+    assert not r.exists(keys.request_lease(rid)) and not r.sismember(keys.worker_tasks("w1"), rid)
+    assert records.running_requests(r) == {}
+    late = lifecycle.end(r, spec.name, rid, "failed", b"late", None, "late writer", {}, "w2", "w2")
+    assert late == (False, "succeeded")
+    again = lifecycle.begin(r, rid, spec.name, "command", "w3", "w3", {}, time.time())
+    assert again.status == records.FINISHED_OR_CANCELLED and again.state == "succeeded"
+    terminal = [m for m in sink.read(r, spec.name) if m.tags["type"] in ("result", "error")]
+    assert [(m.tags["requestId"], m.tags["state"]) for m in terminal] == [(rid, "succeeded")]  # exactly one
+    events = [m.tags["type"] for _, m in sink.request_events(r, rid)]
+    assert events == ["result"]
+
+
+def test_a_cancelled_waiting_request_is_not_started(stack: Stack) -> None:
+    spec = stack.deploy(stack.command_spec())
+    rid = stack.put(spec, "command", "true")
+    records.request_cancel(stack.r, rid)
+    begun = lifecycle.begin(stack.r, rid, spec.name, "command", "w1", "w1", {}, time.time())
+    assert begun.status == records.FINISHED_OR_CANCELLED and begun.cancel_requested and begun.state == "queued"
+    assert not stack.r.exists(keys.request_lease(rid))
+
+
+def test_progress_is_one_round_trip_to_record_and_events(stack: Stack) -> None:
+    spec = stack.deploy(stack.command_spec())
+    rid = stack.put(spec, "command", "true")
+    lifecycle.progress(stack.r, spec.name, rid, 42.5, to_sink=True)
+    assert records.get(stack.r, rid).progress == 42.5  # type: ignore[union-attr]
+    assert [m.data for m in sink.read(stack.r, spec.name) if m.tags["type"] == "progress"] == [b"42.5"]
