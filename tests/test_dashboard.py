@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -369,3 +371,40 @@ def test_chart_shows_workers_rise_and_fall_after_a_burst(stack: Stack, api: ApiS
     tab.page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5)
     assert tab.page.inner_text("#chart-reason").strip()
     tab.shot("service")
+
+
+# --- the same page on a real `scalejob up` -------------------------------------------------------
+def test_the_dashboard_of_a_real_scalejob_up(browser: Any, tmp_path: Path) -> None:
+    """`scalejob up` as a user runs it: log in, submit from the form, watch it finish, see the
+    autoscaler bring a worker up from zero and take it away again on the chart."""
+    from tests.test_up import clean_env, start_up
+
+    name = f"upui-{uuid.uuid4().hex[:6]}"
+    spec = tmp_path / "svc.json"
+    spec.write_text(json.dumps({
+        "metadata": {"name": name},
+        "autoscaler": {"min": 0, "max": 2, "behavior": {"onZero": {"scaleDownGracePeriodSeconds": 2}}},
+    }))
+    up, port = start_up(tmp_path, clean_env(SCALEJOB_ADMIN_TOKEN=ADMIN_TOKEN), str(spec))  # embedded Redis
+    tab = Tab(browser, f"http://127.0.0.1:{port}")
+    try:
+        tab.open()
+        tab.login(ADMIN_TOKEN)
+        tab.page.wait_for_selector(f"#services tr[data-service='{name}']")
+        tab.page.click(f"a[href='#/service/{name}']")
+        tab.page.wait_for_selector("#submit-form")
+        tab.page.select_option("#task-type", "command")
+        tab.page.fill("#payload", COUNTING)
+        tab.page.click("#submit-form button")
+        tab.page.wait_for_url("**/ui#/request/*")
+        tab.page.wait_for_selector("#request-progress [role=progressbar][aria-valuenow='100']", timeout=60_000)
+        tab.page.wait_for_selector("#log:has-text('step 4 progress: 100%')", timeout=30_000)
+        tab.page.wait_for_selector("#request-head [data-stat=state] b:text-is('succeeded')", timeout=30_000)
+        tab.page.goto(f"http://127.0.0.1:{port}/ui#/service/{name}")
+        wait_for(lambda: tab.page.evaluate("window.sjChart ? window.sjChart.data[3].length : 0") > 2, 60, what="chart data")
+        wait_for(lambda: max(tab.page.evaluate("window.sjChart.data[3]")) >= 1, 60, what="a worker on the chart")
+        wait_for(lambda: tab.page.evaluate("window.sjChart.data[3].slice(-1)[0]") == 0, 60, what="the worker line back at 0")
+        tab.close()
+    finally:
+        up.signal(signal.SIGINT)
+        assert up.wait(timeout=60) == 0, up.output()[-3000:]
