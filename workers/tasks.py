@@ -19,7 +19,8 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import redis
 from celery import Task
@@ -35,6 +36,28 @@ from workers.instance import Instance, instance_for
 from workers.query import UserAppUnavailable, run_query
 
 log = logging.getLogger(__name__)
+
+
+T = TypeVar("T")
+REDIS_OUTAGE_LIMIT = 3600.0  # how long a finished task keeps retrying to record its outcome
+
+
+def until_redis_answers(fn: Callable[[], T], what: str) -> T:
+    """Run ``fn``, retrying with backoff while Redis is unreachable (a restart, a failover).
+
+    A task's outcome must survive a broker/state outage that happens while it runs: giving up
+    would leave the request ``running`` with a lease the heartbeat keeps renewing forever.
+    """
+    delay, deadline = 0.1, time.monotonic() + REDIS_OUTAGE_LIMIT
+    while True:
+        try:
+            return fn()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("%s: Redis unavailable (%s); retrying in %.1fs", what, exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def decode_payload(payload: str | None, payload_b64: str | None) -> bytes:
@@ -54,8 +77,11 @@ class Progress:
         value = round(value, 1)
         if value == self.last:
             return
-        self.last = value
-        lifecycle.progress(self.r, self.inst.spec.name, self.request_id, value, self.to_sink)
+        try:
+            lifecycle.progress(self.r, self.inst.spec.name, self.request_id, value, self.to_sink)
+            self.last = value
+        except redis.RedisError as exc:  # a Redis outage must not stop the task; the next update retries
+            log.warning("request %s: progress not recorded: %s", self.request_id, exc)
 
 
 @dataclass
@@ -78,7 +104,9 @@ def _finish(r: redis.Redis, inst: Instance, request_id: str, state: str, data: b
 def _finish_service(r: redis.Redis, service: str, request_id: str, state: str, data: bytes, result: Any, error: str | None, tags: dict[str, str]) -> None:
     hold = _holds.get(request_id)
     worker, reg = (hold.worker, hold.registry_name) if hold else ("", "")
-    _, final = lifecycle.end(r, service, request_id, state, data, result, error, tags, worker, reg)
+    _, final = until_redis_answers(
+        lambda: lifecycle.end(r, service, request_id, state, data, result, error, tags, worker, reg), f"request {request_id}: recording {state}"
+    )
     if hold is not None:
         hold.final_state = final
 
@@ -101,7 +129,10 @@ def _command(r: redis.Redis, inst: Instance, request_id: str, payload: bytes) ->
     def on_line(line: str) -> None:
         if limiter.allow():
             stamped = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {line}"
-            sink.emit(r, spec.name, request_id, "log", stamped.encode(), to_sink=to_queue)
+            try:
+                sink.emit(r, spec.name, request_id, "log", stamped.encode(), to_sink=to_queue)
+            except redis.RedisError:  # Redis is down: drop the line, never block the command's output
+                limiter.dropped += 1
 
     def should_stop() -> str | None:
         try:
@@ -110,7 +141,10 @@ def _command(r: redis.Redis, inst: Instance, request_id: str, payload: bytes) ->
                 progress(float(text))
         except (OSError, ValueError):
             pass
-        return "cancelled" if r.hget(keys.request(request_id), "cancel") == b"1" else None
+        try:
+            return "cancelled" if r.hget(keys.request(request_id), "cancel") == b"1" else None
+        except redis.RedisError:  # Redis is down: nobody can have cancelled it meanwhile
+            return None
 
     try:
         outcome = run_command(
@@ -151,7 +185,7 @@ def _query(r: redis.Redis, inst: Instance, request_id: str, payload: bytes) -> N
     except UserAppUnavailable as exc:
         _finish(r, inst, request_id, "failed", str(exc).encode(), None, str(exc), {})
         return
-    if r.hget(keys.request(request_id), "cancel") == b"1":
+    if until_redis_answers(lambda: r.hget(keys.request(request_id), "cancel"), f"request {request_id}: cancel check") == b"1":
         _finish(r, inst, request_id, "cancelled", b"", None, "cancelled by user", {})
         return
     state = "succeeded" if out.ok else "failed"
@@ -167,7 +201,9 @@ def execute(task: Task, kind: str, service: str, payload: str | None, payload_b6
     reg = _registry_name(service, worker)
     message = {"task": f"scalejob.{kind}", "queue": keys.celery_queue(service),
                "kwargs": {"service": service, "payload": payload, "payload_b64": payload_b64, "request_id": request_id}}
-    begun = lifecycle.begin(r, request_id, service, kind, worker, reg, message, time.time())
+    begun = until_redis_answers(
+        lambda: lifecycle.begin(r, request_id, service, kind, worker, reg, message, time.time()), f"request {request_id}: taking its lease"
+    )
     if begun.status != records.STARTED:
         ackgate.drop(task)  # not run: Celery acks this delivery when the task returns
     if begun.status == records.DUPLICATE:
@@ -191,12 +227,14 @@ def execute(task: Task, kind: str, service: str, payload: str | None, payload_b6
         _holds.pop(request_id, None)
         state = hold.final_state
         if state is None:  # not finished here (a crash while finishing): unregister, release, read the outcome
-            with r.pipeline(transaction=False) as p:
-                registry.task_finished(p, reg, request_id)
-                records.release(p, request_id, worker)
-                p.hget(keys.request(request_id), "state")
-                raw = p.execute()[-1]
-            state = (raw or b"unknown").decode()
+            def cleanup() -> bytes | None:
+                with r.pipeline(transaction=False) as p:
+                    registry.task_finished(p, reg, request_id)
+                    records.release(p, request_id, worker)
+                    p.hget(keys.request(request_id), "state")
+                    return p.execute()[-1]
+
+            state = (until_redis_answers(cleanup, f"request {request_id}: releasing its lease") or b"unknown").decode()
         if early_acked:
             ackgate.slot_freed()
     return state

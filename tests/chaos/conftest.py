@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.autoscaling import Autoscalers, autoscalers  # noqa: F401 - fixture re-export
+from tests.autoscaling import autoscalers  # noqa: F401 - fixture re-export
 from tests.conftest import Stack
+from tests.helpers import wait_for
 
 # Fast lease expiry so a killed worker's requests are recovered within ~2 s, not 5 s.
 FAST = {"SCALEJOB_HEARTBEAT_INTERVAL": "0.5", "SCALEJOB_HEARTBEAT_TTL": "2", "SCALEJOB_POLL_INTERVAL": "0.3"}
@@ -56,6 +57,15 @@ def chaos(stack: Stack) -> Stack:
     return stack
 
 
+def settle(stack: Stack, ids: Iterable[str], timeout: float) -> None:
+    """Wait for every request to end, but never fail here: what did not end is counted as lost."""
+    ids = list(ids)
+    try:
+        wait_for(lambda: all((r := stack.record(i)) and r.done for i in ids), timeout, interval=0.2, what="every request to end")
+    except AssertionError:
+        pass
+
+
 def count_outcomes(stack: Stack, service: str, ids: Iterable[str], row: Row) -> dict[str, int]:
     """Fill ``row`` from the request records and the output queue; returns attempts per request."""
     ids = list(ids)
@@ -91,6 +101,12 @@ def marked_command(tag: str, seconds: float) -> str:
 def interrupted(path: Path, tags: Iterable[str]) -> list[str]:
     starts, ends = marks(path)
     return [t for t in tags if starts[t] != 1 or ends[t] != 1]
+
+
+def completed_twice(path: Path, tags: Iterable[str]) -> list[str]:
+    """Tags whose command ran to its end more than once: two live runs of one request (the lease forbids it)."""
+    _, ends = marks(path)
+    return [t for t in tags if ends[t] > 1]
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

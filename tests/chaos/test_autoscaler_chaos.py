@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from tests.autoscaling import Autoscalers, autoscaled_spec
-from tests.chaos.conftest import Row, count_outcomes, interrupted, marked_command
+from tests.chaos.conftest import Row, count_outcomes, interrupted, marked_command, settle
 from tests.conftest import Stack
 from tests.helpers import wait_for
 
@@ -49,7 +49,7 @@ def actions(autoscalers: Autoscalers, service: str, prefix: str) -> list[str]:
 
 def finish(stack: Stack, autoscalers: Autoscalers, spec: object, ids: dict[str, str], row: Row) -> None:
     name = spec.name  # type: ignore[attr-defined]
-    wait_for(lambda: all(stack.record(i).done for i in ids.values()), 90, interval=0.2, what="every request to finish")
+    settle(stack, ids.values(), 60)
     attempts = count_outcomes(stack, name, ids.values(), row)
     cut = interrupted(stack.tmp / "data" / "storage" / name / "marks.txt", ids)
     row.interrupted = len(set(cut) | {t for t, rid in ids.items() if attempts[rid] != 1})

@@ -19,7 +19,7 @@ import pytest
 from app.embedded import _alive, ensure_embedded, stop_embedded
 from tests.apiserver import ApiServer
 from tests.autoscaling import Autoscalers, autoscaled_spec
-from tests.chaos.conftest import FAST, Row, count_outcomes, interrupted, marked_command
+from tests.chaos.conftest import FAST, Row, count_outcomes, interrupted, marked_command, settle
 from tests.conftest import Stack, reset_caches
 from tests.helpers import wait_for
 
@@ -88,7 +88,7 @@ def _run(stack: Stack, autoscalers: Autoscalers, server: object, row: Row) -> No
     stop.set()
     loader.join(15)
 
-    wait_for(lambda: all((r := stack.record(i)) and r.done for i in ids.values()), 90, interval=0.2, what="every accepted request")
+    settle(stack, ids.values(), 60)
     attempts = count_outcomes(stack, spec.name, ids.values(), row)
     cut = interrupted(stack.tmp / "data" / "storage" / spec.name / "marks.txt", ids)
     after = {"api": api.proc.pid, "autoscaler": scaler.pid, "workers": autoscalers.live_worker_pids(spec.name)}  # type: ignore[union-attr]
