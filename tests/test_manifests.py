@@ -31,7 +31,15 @@ ALLOWED_VERBS = {"get", "list", "watch", "patch", "delete"}
 
 
 def strict_errors(data: Any, type_name: str, path: str) -> list[str]:
-    """Keys the model ``type_name`` does not have, and values of the wrong shape."""
+    """Keys the model ``type_name`` does not have, and values of the wrong shape.
+
+    The client's generator spells container types ``list[X]`` / ``dict(str, X)`` up to v35 and
+    ``List[X]`` / ``Dict[str, X]`` since: both are read.
+    """
+    if type_name.startswith("List["):
+        type_name = "list[" + type_name[5:]
+    if type_name.startswith("Dict["):
+        type_name = "dict(" + type_name[5:-1] + ")"
     if type_name.startswith("list["):
         if not isinstance(data, list):
             return [f"{path}: expected a list"]
