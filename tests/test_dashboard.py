@@ -305,6 +305,20 @@ def test_workers_show_their_gpu_device_util_and_memory_or_no_gpu(stack: Stack, i
     tab.close()
 
 
+def submit_counting_task_and_watch_it_finish(tab: Tab, service: str) -> None:
+    """From the services page: open the service, submit COUNTING from the form, and wait on
+    its request page until the progress bar is at 100 %, the last log line is in and it succeeded."""
+    tab.page.click(f"a[href='#/service/{service}']")
+    tab.page.wait_for_selector("#submit-form")
+    tab.page.select_option("#task-type", "command")
+    tab.page.fill("#payload", COUNTING)
+    tab.page.click("#submit-form button")
+    tab.page.wait_for_url("**/ui#/request/*")
+    tab.page.wait_for_selector("#request-progress [role=progressbar][aria-valuenow='100']", timeout=60_000)
+    tab.page.wait_for_selector("#log:has-text('step 4 progress: 100%')", timeout=30_000)
+    tab.page.wait_for_selector("#request-head [data-stat=state] b:text-is('succeeded')", timeout=30_000)
+
+
 # --- a task's life from the form -----------------------------------------------------------------
 def test_submit_from_the_form_streams_progress_and_logs_and_cancel_stops_a_long_task(stack: Stack, api: ApiServer, tab: Tab) -> None:  # noqa: F811
     spec = _service(stack)
@@ -314,16 +328,7 @@ def test_submit_from_the_form_streams_progress_and_logs_and_cancel_stops_a_long_
     tab.open()
     tab.login(ADMIN_TOKEN)
     tab.page.wait_for_selector(f"#services tr[data-service='{spec.name}'] td:nth-child(5):text-is('1')")  # 1 idle
-    tab.page.click(f"a[href='#/service/{spec.name}']")
-    tab.page.wait_for_selector("#submit-form")
-    tab.page.select_option("#task-type", "command")
-    tab.page.fill("#payload", COUNTING)
-    tab.page.click("#submit-form button")
-
-    tab.page.wait_for_url("**/ui#/request/*")
-    tab.page.wait_for_selector("#request-progress [role=progressbar][aria-valuenow='100']", timeout=60_000)
-    tab.page.wait_for_selector("#log:has-text('step 4 progress: 100%')", timeout=30_000)
-    tab.page.wait_for_selector("#request-head [data-stat=state] b:text-is('succeeded')", timeout=30_000)
+    submit_counting_task_and_watch_it_finish(tab, spec.name)
     assert "step 1 progress: 25%" in tab.page.inner_text("#log")
     assert tab.page.is_disabled("#cancel")
     tab.shot("request")
@@ -391,15 +396,7 @@ def test_the_dashboard_of_a_real_scalejob_up(browser: Any, tmp_path: Path) -> No
         tab.open()
         tab.login(ADMIN_TOKEN)
         tab.page.wait_for_selector(f"#services tr[data-service='{name}']")
-        tab.page.click(f"a[href='#/service/{name}']")
-        tab.page.wait_for_selector("#submit-form")
-        tab.page.select_option("#task-type", "command")
-        tab.page.fill("#payload", COUNTING)
-        tab.page.click("#submit-form button")
-        tab.page.wait_for_url("**/ui#/request/*")
-        tab.page.wait_for_selector("#request-progress [role=progressbar][aria-valuenow='100']", timeout=60_000)
-        tab.page.wait_for_selector("#log:has-text('step 4 progress: 100%')", timeout=30_000)
-        tab.page.wait_for_selector("#request-head [data-stat=state] b:text-is('succeeded')", timeout=30_000)
+        submit_counting_task_and_watch_it_finish(tab, name)
         tab.page.goto(f"http://127.0.0.1:{port}/ui#/service/{name}")
         wait_for(lambda: tab.page.evaluate("window.sjChart ? window.sjChart.data[3].length : 0") > 2, 60, what="chart data")
         wait_for(lambda: max(tab.page.evaluate("window.sjChart.data[3]")) >= 1, 60, what="a worker on the chart")
