@@ -51,8 +51,6 @@ local function start(k, a)
   return 1
 end
 """
-_START = START_FN + "return start(KEYS, ARGV)"
-
 # release(lease, running, id, worker): drop the lease of a finished or abandoned request.
 RELEASE_FN = """
 local function release(lease, running, id, worker)
@@ -97,26 +95,6 @@ def _f(v: bytes | None) -> float | None:
     return float(v) if v not in (None, b"") else None
 
 
-def create(
-    r: redis.Redis,
-    request_id: str,
-    service: str,
-    task_type: str,
-    tenant: str = "default",
-    index: int | None = None,
-    tags: dict[str, str] | None = None,
-    queued_at: float | None = None,
-) -> None:
-    """Write a new record in state ``queued``."""
-    now = queued_at or time.time()
-    ttl = get_settings().record_ttl
-    with r.pipeline() as p:
-        p.hset(keys.request(request_id), mapping=new_fields(request_id, service, task_type, tenant, index, tags, now))
-        p.expire(keys.request(request_id), ttl)
-        p.zadd(keys.requests_index(service), {request_id: now})
-        p.execute()
-
-
 def new_fields(
     request_id: str, service: str, task_type: str, tenant: str = "default", index: int | None = None,
     tags: dict[str, str] | None = None, now: float | None = None,
@@ -138,36 +116,7 @@ def new_fields(
     return mapping
 
 
-def ensure(r: redis.Redis, request_id: str, service: str, task_type: str) -> None:
-    """Create a record for a task sent straight through Celery (no ingress record yet)."""
-    if not r.exists(keys.request(request_id)):
-        create(r, request_id, service, task_type)
-
-
 STARTED, FINISHED_OR_CANCELLED, DUPLICATE = 1, 0, -1
-
-
-def start(r: redis.Redis, request_id: str, worker: str, now: float | None = None) -> int:
-    """Take the request's lease and mark it running on ``worker``.
-
-    Returns :data:`STARTED`, :data:`FINISHED_OR_CANCELLED` (do not run it) or :data:`DUPLICATE`
-    (a live worker holds the lease: this delivery is a second copy and must not run).
-    """
-    s = get_settings()
-    return int(
-        r.eval(
-            _START,
-            3,
-            keys.request(request_id),
-            keys.request_lease(request_id),
-            keys.running(),
-            worker,
-            f"{(now or time.time()):.6f}",
-            s.record_ttl,
-            int(s.heartbeat_ttl * 1000),
-            request_id,
-        )
-    )
 
 
 def release(r: redis.Redis, request_id: str, worker: str) -> None:
@@ -182,10 +131,6 @@ def renew_leases(r: redis.Redis, request_ids: list[str]) -> None:
         for rid in request_ids:
             p.pexpire(keys.request_lease(rid), ttl)
         p.execute()
-
-
-def set_progress(r: redis.Redis, request_id: str, progress: float) -> None:
-    r.hset(keys.request(request_id), "progress", f"{max(0.0, min(100.0, progress)):g}")
 
 
 def finish(
@@ -211,11 +156,6 @@ def finish_fields(state: str, result: Any = None, error: str | None = None, now:
 def request_cancel(r: redis.Redis, request_id: str) -> None:
     """Flag a request as cancelled: a worker that has not started it will skip it."""
     r.hset(keys.request(request_id), "cancel", "1")
-
-
-def remember_message(r: redis.Redis, request_id: str, task: str, kwargs: dict[str, Any], queue: str) -> None:
-    """Store what is needed to enqueue the request again if its worker dies."""
-    r.hset(keys.request(request_id), "message", json.dumps({"task": task, "kwargs": kwargs, "queue": queue}))
 
 
 def message(r: redis.Redis, request_id: str) -> dict[str, Any] | None:
