@@ -83,7 +83,7 @@ class Controller:
     gpu: Any = None  # autoscale.metrics.gpu.GpuMonitor, or None: GPU features off
     states: dict[str, PolicyState] = field(default_factory=dict)
     pending: set[str] = field(default_factory=set)  # standby workers activated before they were ready
-    drained: set[str] = field(default_factory=set)  # workers we drained that no backend owns
+    shutdown_sent: dict[str, set[str]] = field(default_factory=dict)  # service -> unowned draining workers told to shut down
     wake_at: float | None = None  # monotonic: tick then even if before the next poll (grace ends)
     rollout: Rollout = field(default_factory=Rollout)  # rolling updates after a redeploy (autoscale/rolling.py)
     recover: Callable[[], object] | None = None  # re-enqueue requests whose worker died (workers/recovery.py)
@@ -186,17 +186,25 @@ class Controller:
         actions.append(f"roll {self.rollout.drained_now(t.service)} (spec changed)")
 
     def _finish_drains(self, t: Target, workers: Workers, owned: dict[str, WorkerHandle], actions: list[str]) -> None:
-        """Warm-shutdown the drained workers whose task has ended (or that never had one)."""
+        """Warm-shutdown the draining workers whose task has ended (or that never had one).
+
+        Why not only the ones this process drained: a leader that was killed mid scale-in leaves
+        workers that no longer consume (``draining`` in the registry) but still run. The next
+        leader finishes that scale-in, for adopted workers through the backend and for workers
+        no backend owns (one forked just before its spawner died, one started by hand) through
+        Celery's ``shutdown`` control, sent once.
+        """
+        sent = self.shutdown_sent[t.service] = self.shutdown_sent.get(t.service, set()) & {v.name for v in workers.views}
         for v in workers.views:
             if v.state != "draining" or v.name in workers.busy:
                 continue
             h = owned.get(v.name)
-            if h is not None and h.meta.get("draining") and not h.meta.get("stopping"):
+            if h is not None and not h.meta.get("stopping"):
                 self.backend.stop(h)
                 actions.append(f"stop {v.name}")
-            elif h is None and v.name in self.drained:
+            elif h is None and v.name not in sent:
                 self.control.shutdown(v.name)
-                self.drained.discard(v.name)
+                sent.add(v.name)
                 actions.append(f"shutdown {v.name}")
 
     def _drain(self, t: Target, v: Any, h: WorkerHandle | None, workers: Workers, actions: list[str]) -> None:
@@ -217,7 +225,6 @@ class Controller:
         else:
             for q in t.queues:
                 self.control.cancel_consumer(q, v.name)
-            self.drained.add(v.name)
         self.observer.mark(v.name, "draining")
         actions.append(f"drain {v.name} ({v.state})")
 

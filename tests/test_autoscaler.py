@@ -163,3 +163,33 @@ def test_warm_standby_is_activated_for_the_first_task_and_replaced(stack: Stack,
     metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
     assert f'scalejob_autoscaler_standby_desired{{service="{spec.name}"}} 1.0' in metrics
     assert f'scalejob_autoscaler_actions_total{{action="activate",service="{spec.name}"}} 1.0' in metrics
+
+
+def test_a_new_leader_finishes_a_scale_in_its_dead_predecessor_began(stack: Stack, autoscalers: Autoscalers) -> None:
+    """A leader killed mid scale-in leaves a worker that no longer consumes but still runs.
+
+    Here the worker was started by hand (no backend owns it, like one forked just before its
+    autoscaler died) and drained the way a leader drains it: ``cancel_consumer`` plus the
+    registry state. The next leader must let its task finish, then shut it down.
+    """
+    from app import keys
+    from app.celery_app import celery_app
+    from autoscale.scalein import Control
+    from workers import registry
+
+    spec = stack.deploy(autoscaled_spec(stack, min=0, max=1))
+    worker = stack.start_worker(spec.name, name=f"{spec.name}-byhand@test")
+    (w,) = stack.wait_workers(spec.name, 1, "idle")
+    rid = stack.put(spec, "command", "sleep 2; echo finished")
+    wait_for(lambda: stack.record(rid).state == "running", what="task start")
+    assert Control(celery_app, timeout=5).cancel_consumer(keys.celery_queue(spec.name), w.name)
+    registry.set_state(stack.r, w.name, "draining")
+
+    autoscalers.wait_leader(autoscalers.start())
+    assert worker.wait(timeout=30) == 0, worker.output()[-2000:]
+    exited = time.time()
+    rec = stack.record(rid)
+    assert rec.state == "succeeded" and rec.attempts == 1 and "finished" in rec.result["tail"]
+    assert rec.finished_at <= exited
+    actions = [x for d in autoscalers.decisions(spec.name) for x in d["actions"]]
+    assert actions.count(f"shutdown {w.name}") == 1, actions
