@@ -81,16 +81,17 @@ def parse_progress(line: str, pattern: re.Pattern[str]) -> float | None:
 
 
 def kill_group(proc: subprocess.Popen[bytes] | spawner.Forked, grace: float) -> None:
-    """SIGTERM the command's process group; the reaper SIGKILLs its subtree ``grace`` s later.
+    """SIGTERM the command's process group, SIGKILL it ``grace`` s later if the command is still there.
 
-    The group gets a SIGKILL here too if the reaper itself has not exited 5 s after that.
+    A shell spawned by the spawn server leads the group itself, so the SIGKILL is sent here; a
+    reaper started directly SIGKILLs its subtree after ``grace`` on its own, and gets 5 s more.
     """
     try:
         os.killpg(proc.pid, signal.SIGTERM)
     except ProcessLookupError:
         return
     try:
-        proc.wait(timeout=grace + 5.0)
+        proc.wait(timeout=grace if isinstance(proc, spawner.Forked) else grace + 5.0)
     except subprocess.TimeoutExpired:
         pass
     try:

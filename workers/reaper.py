@@ -153,62 +153,171 @@ def die_like(code: int) -> int:
     return code
 
 
+SPAWN_DEFAULTS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGCHLD, signal.SIGUSR1, signal.SIGPIPE, signal.SIGXFSZ)
+
+
+class Spawned:
+    """The commands a spawn server runs: shell pid -> (status fd, env marker)."""
+
+    def __init__(self) -> None:
+        self.running: dict[int, tuple[int, str]] = {}
+        self.seq = 0
+
+    def start(self, req: dict, out: int, status: int) -> None:
+        """``/bin/sh -c COMMAND`` in a new session (it leads its group), output to ``out``."""
+        self.seq += 1
+        marker = f"SCALEJOB_COMMAND_TOKEN={os.getpid()}.{self.seq}"
+        env = {**req["env"], "SCALEJOB_COMMAND_TOKEN": marker.split("=", 1)[1]}
+        try:
+            os.chdir(req["cwd"])  # single-threaded: the cwd is ours alone between here and the spawn
+            pid = os.posix_spawn(
+                "/bin/sh", ["/bin/sh", "-c", req["command"]], env,
+                file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0), (os.POSIX_SPAWN_DUP2, out, 1), (os.POSIX_SPAWN_DUP2, out, 2)],
+                setsid=True, setsigmask=(), setsigdef=SPAWN_DEFAULTS,
+            )
+        except OSError:  # no pid written: the worker starts the reaper directly and reports the error
+            os.close(status)
+            return
+        finally:
+            os.close(out)
+        self.running[pid] = (status, marker)
+        try:
+            os.write(status, f"{pid}\n".encode())
+        except OSError:
+            pass
+
+    def reap(self) -> None:
+        """Collect every exited child; a command that ended takes its leftovers with it."""
+        while True:
+            try:
+                pid, st = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            entry = self.running.pop(pid, None)
+            if entry is not None:
+                self.finished(pid, entry[0], entry[1], os.waitstatus_to_exitcode(st))
+
+    def finished(self, pid: int, status: int, marker: str, code: int) -> None:
+        try:
+            os.killpg(pid, signal.SIGKILL)  # what is left of its group
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.kill_orphans(keep={m for _, m in self.running.values()})
+        try:
+            os.write(status, f"{code}\n".encode())
+        except OSError:
+            pass
+        os.close(status)
+
+    def kill_orphans(self, keep: set[str]) -> None:
+        """SIGKILL descendants re-parented to us (they left the group) unless a running command owns them.
+
+        Why the marker: with several commands at once, an orphan is told apart by the
+        ``SCALEJOB_COMMAND_TOKEN`` its command's environment passed down to it.
+        """
+        for _ in range(50):
+            doomed = [pid for pid in children_of(os.getpid()) if pid not in self.running and not (keep & _environ(pid))]
+            if not doomed:
+                return
+            for pid in doomed:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            for pid in doomed:
+                try:
+                    os.waitpid(pid, 0)
+                except ChildProcessError:
+                    pass
+
+    def end_all(self) -> None:
+        """The worker is gone: SIGTERM every command's group, a short grace, then SIGKILL everything."""
+        import time
+
+        for pid in self.running:
+            try:
+                os.killpg(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + PARENT_GONE_GRACE
+        while self.running and time.monotonic() < deadline:
+            self.reap()
+            time.sleep(0.05)
+        for pid in self.running:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        kill_descendants()
+
+
+def _environ(pid: int) -> set[str]:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return {x.decode(errors="replace") for x in f.read().split(b"\0") if x.startswith(b"SCALEJOB_COMMAND_TOKEN=")}
+    except OSError:
+        return set()
+
+
 def serve(parent: int, fd: int) -> int:
-    """Spawn server: fork a reaper per request, so a command costs a fork, not an interpreter start.
+    """Spawn server: ``posix_spawn`` each command's shell, so a command costs no Python fork.
 
     Requests come from the worker over a ``SOCK_SEQPACKET`` socket (``fd``): one JSON message
     (command, cwd, env, grace) with two descriptors: the write end of the command's output pipe
-    and a status socket. The forked reaper leads a new session, writes ``<pid>\\n`` to the status
-    socket, runs the command like ``main`` and writes its exit code there before exiting. Death
-    chain: the worker dies -> this server gets SIGKILL (its death signal) -> each reaper gets
-    its own death signal and ends its command's group, as when the worker starts it directly.
+    and a status socket. The shell leads a new session (the worker's ``killpg`` reaches its whole
+    group); the server writes ``<pid>\n`` to the status socket and, when the shell exits, its
+    exit code. The server is the child subreaper of every command: a descendant that left the
+    group is re-parented to it and killed when its command ends. Its death signal (the worker
+    died, even by SIGKILL) ends every command: SIGTERM to each group, a 3 s grace, SIGKILL to
+    everything it has left.
     """
     import json
+    import select
     import socket
 
-    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1, signal.SIGCHLD})  # exec keeps the worker thread's mask
+    gone: list[int] = []  # the death signal (the worker died) can come more than once: a flag, not an exception
+    signal.signal(signal.SIGUSR1, lambda s, _f: gone.append(s))
+    _prctl(PR_SET_PDEATHSIG, signal.SIGUSR1)
+    _prctl(PR_SET_CHILD_SUBREAPER, 1)
     if os.getppid() != parent:
         return 0
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):  # only the worker ends us (EOF or death)
         signal.signal(sig, signal.SIG_IGN)
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # reapers report on their status socket: no zombies
-    me = os.getpid()
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda _s, _f: None)  # handlers, so both signals reach the wakeup fd
+    os.set_inheritable(fd, False)
     ctl = socket.socket(fileno=fd)
-    while True:
-        try:
-            msg, fds, _flags, _addr = socket.recv_fds(ctl, 1 << 20, 2)
-        except InterruptedError:
+    spawned = Spawned()
+    while not gone:
+        ready = select.select([ctl, wake_r], [], [])[0]
+        if wake_r in ready:
+            while True:
+                try:
+                    if not os.read(wake_r, 512):
+                        break
+                except BlockingIOError:
+                    break
+            spawned.reap()
+        if ctl not in ready:
             continue
+        msg, fds, _flags, _addr = socket.recv_fds(ctl, 1 << 20, 2)
         if not msg:
-            return 0  # the worker closed its end: it is exiting
+            break  # the worker closed its end: it is exiting
+        for x in fds:
+            os.set_inheritable(x, False)  # received descriptors would leak into every later command
         if len(fds) != 2:
             for x in fds:
                 os.close(x)
             continue
-        out, status = fds
-        req = json.loads(msg)
-        if os.fork() == 0:  # the reaper of this command
-            code = 1
-            try:
-                ctl.close()
-                for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGCHLD):
-                    signal.signal(sig, signal.SIG_DFL)
-                os.setsid()
-                os.set_inheritable(status, False)  # the command must not hold the status socket
-                os.write(status, f"{os.getpid()}\n".encode())
-                null = os.open(os.devnull, os.O_RDONLY)
-                os.dup2(null, 0)
-                os.dup2(out, 1)
-                os.dup2(out, 2)
-                os.close(null)
-                os.close(out)
-                os.chdir(req["cwd"])
-                code = run_shell(me, float(req["grace"]), req["command"], req["env"])
-                os.write(status, f"{code}\n".encode())
-            finally:
-                os._exit(code & 0xFF)
-        os.close(out)
-        os.close(status)
+        spawned.start(json.loads(msg), fds[0], fds[1])
+    spawned.end_all()
+    return 0
 
 
 def main(argv: list[str]) -> int:
