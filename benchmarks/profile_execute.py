@@ -26,8 +26,8 @@ from redis.client import Pipeline
 from benchmarks.common import DEFAULT_REDIS, markdown_table, world
 
 PARTS = {  # label -> (file suffix, function) whose cumulative time is reported
-    "spawn the command (Popen.__init__)": ("subprocess.py", "__init__"),
-    "wait for the command to exit (Popen.wait)": ("subprocess.py", "wait"),
+    "spawn the command (spawn server round trip)": ("workers/spawner.py", "spawn"),
+    "wait for the command to exit and read its output": ("workers/command.py", "ready"),
     "Redis round trips (redis-py execute_command + pipelines)": ("redis/retry.py", "call_with_retry"),
     "run_command total": ("workers/command.py", "run_command"),
     "execute total": ("workers/tasks.py", "execute"),
@@ -57,7 +57,9 @@ def count_round_trips() -> Iterator[Counter[str]]:
 
 def run(redis_url: str = DEFAULT_REDIS, n: int = 40, command: str = "true") -> dict:
     from app.inqueue import put
-    from workers import tasks
+    from workers import command as command_mod, spawner, tasks
+
+    spawner.start(command_mod.REAPER)  # as in a `scalejob worker`: shells spawned by the spawn server
 
     with world(redis_url, "prof") as w:
         spec = w.deploy_command_service("prof")

@@ -1,10 +1,11 @@
 """Running a ``command`` task: the payload as a shell command line, its output streamed live.
 
-The child is ``workers.reaper`` (which runs ``/bin/sh -c COMMAND``): it leads its own process
-group (so cancel/timeout can end the whole tree with one ``killpg``), gets ``PR_SET_PDEATHSIG``
-and, as a child subreaper, ends the whole group, grandchildren included, when the worker dies
-(even on SIGKILL). In a ``scalejob worker`` the reaper is forked by the worker's spawn server
-(``workers/spawner.py``, ~1 ms) rather than started as a new interpreter (~20 ms).
+In a ``scalejob worker`` the worker's spawn server (``workers/spawner.py``) ``posix_spawn``s
+``/bin/sh -c COMMAND`` in a new session: the shell leads its process group (cancel/timeout end
+the whole tree with one ``killpg``), and the server, a child subreaper with a death signal, kills
+what a command leaves behind and ends every command when the worker dies (even on SIGKILL).
+Without a server the child is ``workers.reaper`` started directly (an interpreter start, ~20 ms),
+which does the same for one command.
 Every output line is timestamped, kept in a bounded tail, scanned for progress and, when the
 service writes logs to the queue, emitted as a ``log`` event at a capped rate.
 """
@@ -18,7 +19,6 @@ import select
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -101,33 +101,75 @@ def kill_group(proc: subprocess.Popen[bytes] | spawner.Forked, grace: float) -> 
 
 
 class ExitWatcher:
-    """``wait(timeout) -> exited?`` that wakes the moment the process exits.
+    """``ready(timeout, out) -> (exited, output readable)`` that wakes the moment either happens.
 
     ``Popen.wait(timeout)`` polls with sleeps growing to 50 ms, which adds that much to every
-    short task; a pidfd becomes readable exactly at exit.
+    short task; a pidfd (or the spawn server's status socket) becomes readable exactly at exit.
+    The command's output pipe is watched in the same ``select``, so no reader thread is needed.
     """
 
     def __init__(self, proc: subprocess.Popen[bytes] | spawner.Forked) -> None:
         self.proc = proc
         self.owned = not isinstance(proc, spawner.Forked)
-        try:  # a forked reaper reports its exit on its status socket (it is not our child)
+        try:  # a spawned command reports its exit on its status socket (it is not our child)
             self.fd: int | None = os.pidfd_open(proc.pid) if self.owned else proc.exit_fd()
         except (AttributeError, OSError):
             self.fd = None
 
-    def wait(self, timeout: float) -> bool:
+    def ready(self, timeout: float, out: int | None) -> tuple[bool, bool]:
+        watched = [] if out is None else [out]
         if self.fd is None or (not self.owned and self.proc.buffered.endswith(b"\n")):  # type: ignore[union-attr]
-            try:
-                self.proc.wait(timeout=timeout)
-                return True
-            except subprocess.TimeoutExpired:
-                return False
-        return bool(select.select([self.fd], [], [], timeout)[0])
+            step = min(timeout, 0.05)  # no exit descriptor: poll the process while waiting on the output
+            if watched:
+                return self._exited(), bool(select.select(watched, [], [], step)[0])
+            time.sleep(step)
+            return self._exited(), False
+        readable = select.select([self.fd, *watched], [], [], timeout)[0]
+        return self.fd in readable, out is not None and out in readable
+
+    def _exited(self) -> bool:
+        try:
+            self.proc.wait(timeout=0)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
 
     def close(self) -> None:
         if self.fd is not None and self.owned:
             os.close(self.fd)
         self.fd = None
+
+
+class Lines:
+    """Splits the command's output pipe into lines as it is read (a partial last line counts at EOF)."""
+
+    MAX_LINE = 1 << 20  # a line longer than this without a newline is handed on in pieces
+
+    def __init__(self, fd: int, on_line: Callable[[bytes], None]) -> None:
+        self.fd, self.on_line, self.buf, self.open = fd, on_line, b"", True
+
+    def read(self) -> None:
+        """One ``read`` of what is available; call when ``select`` says the pipe is readable."""
+        chunk = os.read(self.fd, 65536)
+        if not chunk:
+            self.open = False
+            if self.buf:
+                self.on_line(self.buf)
+            self.buf = b""
+            return
+        *lines, self.buf = (self.buf + chunk).split(b"\n")
+        if len(self.buf) > self.MAX_LINE:
+            lines.append(self.buf)
+            self.buf = b""
+        for line in lines:
+            self.on_line(line)
+
+    def drain(self, timeout: float) -> None:
+        """Read to EOF, for at most ``timeout`` s (a straggler may hold the pipe open)."""
+        deadline = time.monotonic() + timeout
+        while self.open and (left := deadline - time.monotonic()) > 0:
+            if select.select([self.fd], [], [], left)[0]:
+                self.read()
 
 
 def run_command(
@@ -142,8 +184,13 @@ def run_command(
     grace: float = 10.0,
     on_start: Callable[[int], None] | None = None,
 ) -> CommandOutcome:
-    """Run ``command`` to completion (or until ``should_stop`` names a reason) and report."""
-    cwd.mkdir(parents=True, exist_ok=True)
+    """Run ``command`` to completion (or until ``should_stop`` names a reason) and report.
+
+    One thread does everything: it waits in ``select`` on the command's exit and its output, and
+    checks ``should_stop`` (cancel, progress file) every 0.25 s.
+    """
+    if not cwd.is_dir():  # one stat per task; mkdir(exist_ok=True) pays a failing syscall and an exception
+        cwd.mkdir(parents=True, exist_ok=True)
     pattern = re.compile(progress_pattern or DEFAULT_PROGRESS, re.IGNORECASE)
     started = time.monotonic()
     server = spawner.current()
@@ -162,33 +209,38 @@ def run_command(
         on_start(proc.pid)
     tail: deque[str] = deque(maxlen=TAIL_LINES)
 
-    def pump() -> None:
-        assert proc.stdout is not None
-        for raw in iter(proc.stdout.readline, b""):
-            line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-            tail.append(line)
-            value = parse_progress(line, pattern)
-            if value is not None:
-                on_progress(value)
-            on_line(line)
+    def line(raw: bytes) -> None:
+        text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+        tail.append(text)
+        value = parse_progress(text, pattern)
+        if value is not None:
+            on_progress(value)
+        on_line(text)
 
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
+    assert proc.stdout is not None
+    out = Lines(proc.stdout.fileno(), line)
     reason: str | None = None
     watcher = ExitWatcher(proc)
-    while True:
-        if watcher.wait(0.25):
-            proc.wait()
-            break
-        if max_runtime and time.monotonic() - started > max_runtime:
-            reason = "max_runtime"
-        else:
-            reason = should_stop()
-        if reason:
-            kill_group(proc, grace)
-            break
-    watcher.close()
-    reader.join(timeout=5)
+    check_at = started + 0.25
+    try:
+        while True:
+            exited, readable = watcher.ready(max(check_at - time.monotonic(), 0.0), out.fd if out.open else None)
+            if readable:
+                out.read()
+            if exited:
+                proc.wait()
+                break
+            if time.monotonic() < check_at:
+                continue
+            check_at = time.monotonic() + 0.25
+            reason = "max_runtime" if max_runtime and time.monotonic() - started > max_runtime else should_stop()
+            if reason:
+                kill_group(proc, grace)
+                break
+        out.drain(timeout=5.0)
+    finally:
+        watcher.close()
+        proc.stdout.close()
     try:  # the leader exited on its own: end whatever it left in its group
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):

@@ -15,6 +15,9 @@ recovery loop starts elsewhere. This tiny process sits between the worker and th
   double fork) is still its child and is killed when the command ends.
 
 Its exit status is the shell's: the same code, or death by the same signal.
+
+``--serve PARENT_PID FD`` runs the per-worker spawn server instead (:func:`serve`): the same
+guarantees for all of a worker's commands without a Python process per command.
 """
 
 from __future__ import annotations

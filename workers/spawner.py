@@ -1,12 +1,13 @@
-"""The worker side of the spawn server (``workers/reaper.py --serve``): a reaper per command by fork.
+"""The worker side of the spawn server (``workers/reaper.py --serve``): each command's shell spawned by it.
 
-Why: starting a Python interpreter for each command's reaper costs ~20 ms (most of a short
-task's cycle); forking one from a lean server that is already running costs ~1 ms. The server is
-started once per worker process, from its main thread (``PR_SET_PDEATHSIG`` follows the thread
-that started a process), so its death signal means "the worker is gone"; the reaper it forks
-behaves exactly like one started by the worker (own session, death signal, subreaper, grace).
-Where no server runs (a plain ``celery worker``, a request too large for one message, a server
-that died), :func:`workers.command.run_command` starts the reaper directly as before.
+Why: starting a Python reaper for each command costs ~20 ms (most of a short task's cycle), and
+even forking one from a lean server costs ~1 ms more than needed. The server is started once per
+worker process, from its main thread (``PR_SET_PDEATHSIG`` follows the thread that started a
+process), so its death signal means "the worker is gone". It ``posix_spawn``s each command's
+``/bin/sh -c`` in a session of its own and is the child subreaper of all of them: it kills what a
+command leaves behind when it ends, and every command when the worker dies. Where no server runs
+(a plain ``celery worker``, a request too large for one message, a server that died),
+:func:`workers.command.run_command` starts the reaper directly.
 """
 
 from __future__ import annotations
@@ -25,14 +26,14 @@ MAX_REQUEST = 200_000  # bytes of one request message (command + env); larger on
 
 
 class Forked:
-    """A reaper forked by the server, with the parts of ``subprocess.Popen`` that ``run_command`` uses."""
+    """A command's shell spawned by the server, with the parts of ``subprocess.Popen`` that ``run_command`` uses."""
 
     def __init__(self, pid: int, stdout: IO[bytes], status: socket.socket, buffered: bytes = b"") -> None:
         self.pid, self.stdout, self.status, self.buffered = pid, stdout, status, buffered
         self.returncode: int | None = None
 
     def exit_fd(self) -> int:
-        """Readable when the reaper has exited (its code, or EOF if it was killed)."""
+        """Readable when the command has exited (its code, or EOF if the server died)."""
         return self.status.fileno()
 
     def wait(self, timeout: float | None = None) -> int:
@@ -45,7 +46,7 @@ class Forked:
                 if not chunk:
                     break
                 data += chunk
-            self.returncode = int(data) if data.strip() else -9  # no code: the reaper was SIGKILLed
+            self.returncode = int(data) if data.strip() else -9  # no code: the server was SIGKILLed
             self.status.close()
         return self.returncode
 
@@ -63,7 +64,7 @@ class Server:
         self.lock = threading.Lock()
 
     def spawn(self, command: str, cwd: Path, env: dict[str, str], grace: float) -> Forked | None:
-        """Fork a reaper running ``command``; None when the server cannot take it (start one directly)."""
+        """Spawn ``command``'s shell; None when the server cannot take it (start a reaper directly)."""
         msg = json.dumps({"command": command, "cwd": str(cwd), "env": env, "grace": grace}).encode()
         if len(msg) > MAX_REQUEST or self.proc.poll() is not None:
             return None
@@ -82,7 +83,7 @@ class Server:
         buf = b""
         while b"\n" not in buf:
             chunk = mine.recv(32)
-            if not chunk:  # the reaper died before it started (server killed): run it directly
+            if not chunk:  # not spawned (server killed, cwd missing): run it directly, which reports why
                 os.close(out_r)
                 mine.close()
                 return None
