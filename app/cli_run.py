@@ -48,7 +48,8 @@ def register(cli: typer.Typer, fail: Callable[[str], NoReturn], redis: Callable[
         port: int = typer.Option(0, help="API port (default: SCALEJOB_API_PORT or 8000)"),
         data_dir: Optional[Path] = typer.Option(None, help="Data dir (embedded Redis, logs, storage)"),
         broker: Optional[str] = typer.Option(None, help="Broker URL (default: embedded Redis)"),
-        flower: bool = typer.Option(False, "--flower", help="Also run Flower (needs SCALEJOB_FLOWER_USER/PASSWORD)"),
+        flower: bool = typer.Option(False, "--flower", help="Also run Flower (login: SCALEJOB_FLOWER_USER/PASSWORD, else one made and printed)"),
+        flower_port: int = typer.Option(5555, help="Flower's port (with --flower)"),
         stop_timeout: float = typer.Option(600.0, help="Seconds running tasks get to finish on Ctrl-C"),
     ) -> None:
         """Run the whole stack on this machine: Redis, API, autoscaler, workers; Ctrl-C stops it all.
@@ -71,7 +72,15 @@ def register(cli: typer.Typer, fail: Callable[[str], NoReturn], redis: Callable[
                 load_spec(p)
             except SpecError as exc:
                 fail(str(exc))
-        raise typer.Exit(run_up(list(specs or []), port or get_settings().api_port, flower, stop_timeout, console))
+        if flower:
+            from app.flower import FlowerAuthMissing
+            from app.up import flower_login
+
+            try:
+                flower_login(dict(os.environ))  # half a login fails here, before anything starts
+            except FlowerAuthMissing as exc:
+                fail(str(exc))
+        raise typer.Exit(run_up(list(specs or []), port or get_settings().api_port, flower_port if flower else None, stop_timeout, console))
 
     @cli.command()
     def logs(

@@ -161,7 +161,22 @@ def _stop_redis(server: EmbeddedRedis) -> None:
             proc.kill()
 
 
-def run_up(specs: list[Path], port: int, flower: bool, stop_timeout: float, console: Console) -> int:
+def flower_login(environ: dict[str, str]) -> tuple[dict[str, str], str]:
+    """Flower's login for ``up --flower``: the configured one, else a password made for this run.
+
+    Why make one: Flower never runs without a login, and a user who asked for ``--flower``
+    should get a dashboard that opens, its password printed once like the admin token. A
+    configured password is never printed. Raises ``FlowerAuthMissing`` for half a login.
+    """
+    from app.flower import basic_auth
+
+    if basic_auth(environ) is not None:
+        return {}, "login from SCALEJOB_FLOWER_USER/PASSWORD (or FLOWER_BASIC_AUTH)"
+    password = secrets.token_urlsafe(16)
+    return {"SCALEJOB_FLOWER_USER": "admin", "SCALEJOB_FLOWER_PASSWORD": password}, f"user admin  password {password}"
+
+
+def run_up(specs: list[Path], port: int, flower_port: int | None, stop_timeout: float, console: Console) -> int:
     """Start everything, print where it is, block until SIGINT/SIGTERM, stop everything."""
     from app import auth, services
     from app.connections import endpoints, state_redis
@@ -206,8 +221,9 @@ def run_up(specs: list[Path], port: int, flower: bool, stop_timeout: float, cons
     try:
         stack.start("api", scalejob("api", "--host", settings.api_host, "--port", str(port)), env)
         stack.start("autoscaler", scalejob("autoscale"), env)
-        if flower:
-            stack.start("flower", scalejob("flower"), env)
+        if flower_port is not None:
+            flower_env, flower_desc = flower_login(env)
+            stack.start("flower", scalejob("flower", "--address", settings.api_host, "--port", str(flower_port)), {**env, **flower_env})
         endpoint = f"http://{settings.api_host}:{port}"
         tokens = {spec.name: spec.metadata.token or auth.issue(r, spec.name) for spec in deployed}
         for spec in deployed:
@@ -219,6 +235,8 @@ def run_up(specs: list[Path], port: int, flower: bool, stop_timeout: float, cons
         say(f"[bold]scalejob up[/bold]  broker {ep.broker_url}  data {data_dir}")
         say(f"  API         {endpoint}   (docs {endpoint}/docs, dashboard {endpoint}/ui)")
         say(f"  admin token {admin}")
+        if flower_port is not None:
+            say(f"  Flower      http://{settings.api_host}:{flower_port}   {flower_desc}")
         for spec in deployed:
             say(f"  service     {spec.name}  POST {endpoint}/api/predict/{spec.name}?taskType={spec.allowed_task_types()[0]}  token {tokens[spec.name]}")
         same = f"SCALEJOB_DATA_DIR={data_dir}" if embedded is not None else f"SCALEJOB_REDIS_URL={ep.redis_url}"

@@ -13,6 +13,9 @@ Fair comparison — what each pair holds equal and what it measures:
 2. **dispatch only** — a real scalejob worker whose command body is replaced by an immediate
    success (``benchmarks.noop_worker``: everything in ``workers.tasks.execute`` still runs)
    against a bare plain Celery task: this isolates scalejob's per-task bookkeeping.
+3. **instance machinery only** — the same bare task (``bench.count``) run by a real scalejob
+   worker (``benchmarks.bare_worker``: registry heartbeat, spawn server, tenant watcher, consumer
+   gate) and by a plain Celery worker: what being a scalejob instance costs a task by itself.
 
 Both sides: threads pool, concurrency 1, the same Celery settings (``app.celery_app.celery_config``:
 acks_late, prefetch 1, disable_prefetch, events), the same worker flags and log level. The queue
@@ -52,6 +55,7 @@ VARIANTS = (
     Variant("plain_true", "plain Celery `true` (no shell)", "plain", 300, ("true",)),
     Variant("sj_noop", "scalejob dispatch only (empty body)", "scalejob", 600, module="benchmarks.noop_worker"),
     Variant("plain_bare", "plain Celery bare task", "plain", 600),
+    Variant("sj_bare", "bare task on a scalejob worker", "scalejob_bare", 600),
 )
 
 
@@ -91,6 +95,26 @@ def measure_plain(w: World, v: Variant) -> float:
     return rate(int(n), float(first), float(last))
 
 
+def measure_scalejob_bare(w: World, v: Variant) -> float:
+    """The plain ``bench.count`` task, sent to a service's queue and run by a real scalejob worker."""
+    from app import keys
+    from benchmarks.plain_app import tuned
+
+    spec, run = w.deploy_command_service("tp-bare"), uuid.uuid4().hex
+    with tuned.producer_or_acquire() as producer:
+        for _ in range(v.n):
+            tuned.send_task("bench.count", kwargs={"run": run, "argv": None}, queue=keys.celery_queue(spec.name), producer=producer)
+    proc = w.scalejob_worker(spec.name, f"{spec.name}@bench", module="benchmarks.bare_worker")
+    k = keys.bench(run)
+    done_or_budget(lambda: int(w.r.get(f"{k}:n") or 0) >= v.n)
+    w.stop(proc)
+    n, first, last = w.r.mget(f"{k}:n", f"{k}:first", f"{k}:last")
+    return rate(int(n), float(first), float(last))
+
+
+MEASURE = {"scalejob": measure_scalejob, "plain": measure_plain, "scalejob_bare": measure_scalejob_bare}
+
+
 def done_or_budget(done: Callable[[], bool]) -> None:
     """Wait for every task, or for BUDGET_S (slow variants are then timed on what finished)."""
     deadline = time.monotonic() + BUDGET_S
@@ -109,12 +133,13 @@ def run(redis_url: str = DEFAULT_REDIS, rounds: int = 2) -> dict:
     with world(redis_url, "tp") as w:
         for _ in range(rounds):
             for v in VARIANTS:
-                rate = (measure_scalejob if v.side == "scalejob" else measure_plain)(w, v)
+                rate = MEASURE[v.side](w, v)
                 best[v.key] = max(best.get(v.key, 0.0), rate)
     ratios = {
         "command_true": best["sj_true"] / best["plain_sh_true"],
         "command_true_vs_no_shell": best["sj_true"] / best["plain_true"],
         "dispatch_only": best["sj_noop"] / best["plain_bare"],
+        "instance_only": best["sj_bare"] / best["plain_bare"],
     }
     result = {"tasks_per_s": best, "ratio": ratios, "passes_0_9": ratios["command_true"] >= 0.9,
               "rounds": rounds, "broker": redis_url}
@@ -128,6 +153,7 @@ def render(res: dict) -> str:
         ("command `true`", f"{t['sj_true']:.0f}", f"{t['plain_sh_true']:.0f} (`sh -c true`)", f"{ra['command_true']:.2f}"),
         ("command `true`, baseline without shell", f"{t['sj_true']:.0f}", f"{t['plain_true']:.0f} (`true`)", f"{ra['command_true_vs_no_shell']:.2f}"),
         ("dispatch only (empty body)", f"{t['sj_noop']:.0f}", f"{t['plain_bare']:.0f} (bare task)", f"{ra['dispatch_only']:.2f}"),
+        ("bare Celery task (instance machinery only)", f"{t['sj_bare']:.0f}", f"{t['plain_bare']:.0f} (bare task)", f"{ra['instance_only']:.2f}"),
     ]
     head = (f"Throughput: 1 worker, threads pool, concurrency 1, scalejob's Celery settings on both sides, "
             f"best of {res['rounds']}, broker {res['broker']}")

@@ -175,3 +175,41 @@ def test_ctrl_c_lets_a_running_task_finish_first(tmp_path: Path, redis_base: str
     assert not alive(procs), alive(procs)
     logs = cli(cli_env, "logs", rid)
     assert "finished after ctrl-c" in logs.stdout
+
+
+def test_up_with_flower_prints_a_login_that_opens_it_and_ctrl_c_stops_it(tmp_path: Path, redis_base: str) -> None:
+    """No Flower credentials configured: ``up --flower`` makes a password, prints it once, and Flower needs it."""
+    import re
+
+    env, flower_port = clean_env(), free_port()
+    up, _ = start_up(tmp_path, env, "--broker", redis_base, "--flower", "--flower-port", str(flower_port))
+    base = f"http://127.0.0.1:{flower_port}"
+    try:
+        found = wait_for(lambda: re.search(rf"Flower +{base} +user admin +password (\S+)", up.output()), 30, what="the Flower line")
+        password = found.group(1)
+
+        def answers() -> bool:
+            try:
+                return httpx.get(f"{base}/healthcheck", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(answers, 60, what=f"Flower to answer ({up.output()[-500:]})")
+        assert httpx.get(f"{base}/api/workers", timeout=5).status_code == 401
+        assert httpx.get(f"{base}/api/workers", auth=("admin", "wrong"), timeout=5).status_code == 401
+        assert httpx.get(f"{base}/api/workers", auth=("admin", password), timeout=5).status_code == 200
+        procs = family(up, tmp_path / "data")
+        assert any("app.celery_app flower" in " ".join(p.cmdline()) for p in procs)  # `scalejob flower` execs Flower
+        assert all(password not in " ".join(p.cmdline()) for p in procs), "the password is passed by env, never argv"
+    except BaseException:
+        up.kill_tree()
+        raise
+    assert ctrl_c(up) == 0, up.output()
+    assert wait_for(lambda: not alive(procs), 10, what="every process of scalejob up to be gone") is True
+    assert up.output().count(password) == 1
+
+
+def test_up_refuses_half_a_flower_login_before_starting_anything(tmp_path: Path) -> None:
+    out = cli(clean_env(SCALEJOB_FLOWER_USER="admin", SCALEJOB_DATA_DIR=str(tmp_path / "data")), "up", "--flower")
+    assert out.returncode != 0 and "SCALEJOB_FLOWER_PASSWORD" in out.stdout + out.stderr
+    assert not (tmp_path / "data" / "redis").exists(), "nothing was started"
