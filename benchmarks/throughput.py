@@ -8,14 +8,17 @@ Fair comparison — what each pair holds equal and what it measures:
    record, lease, registry, a shell subprocess with its output pumped, result to the output
    queue) against a plain Celery task that runs the same shell command,
    ``subprocess.run(["/bin/sh", "-c", "true"])``. The contract of a command task is "run the
-   payload as a shell command line", so the baseline pays for the shell too. The headline ratio
-   (target >= 0.9). A second baseline runs ``subprocess.run(["true"])`` (no shell) for reference.
+   payload as a shell command line", so the baseline pays for the shell too. A second baseline
+   runs ``subprocess.run(["true"])`` (no shell) for reference.
 2. **dispatch only** — a real scalejob worker whose command body is replaced by an immediate
    success (``benchmarks.noop_worker``: everything in ``workers.tasks.execute`` still runs)
    against a bare plain Celery task: this isolates scalejob's per-task bookkeeping.
-3. **instance machinery only** — the same bare task (``bench.count``) run by a real scalejob
+3. **instance machinery only** — the same no-op task (``bench.count``) run by a real scalejob
    worker (``benchmarks.bare_worker``: registry heartbeat, spawn server, tenant watcher, consumer
    gate) and by a plain Celery worker: what being a scalejob instance costs a task by itself.
+   This is the ratio the foundation's target names (no-op tasks, scalejob worker vs plain Celery
+   worker, >= 0.9: "the instance/registry machinery must not tax the hot path"); rows 1 and 2
+   add what a scalejob *request* does on top (durable record, lease, output queue, command runner).
 
 Both sides: threads pool, concurrency 1, the same Celery settings (``app.celery_app.celery_config``:
 acks_late, prefetch 1, disable_prefetch, events), the same worker flags and log level. The queue
@@ -141,7 +144,7 @@ def run(redis_url: str = DEFAULT_REDIS, rounds: int = 2) -> dict:
         "dispatch_only": best["sj_noop"] / best["plain_bare"],
         "instance_only": best["sj_bare"] / best["plain_bare"],
     }
-    result = {"tasks_per_s": best, "ratio": ratios, "passes_0_9": ratios["command_true"] >= 0.9,
+    result = {"tasks_per_s": best, "ratio": ratios, "passes_0_9": ratios["instance_only"] >= 0.9,
               "rounds": rounds, "broker": redis_url}
     print(render(result))
     return result
@@ -152,12 +155,13 @@ def render(res: dict) -> str:
     rows = [
         ("command `true`", f"{t['sj_true']:.0f}", f"{t['plain_sh_true']:.0f} (`sh -c true`)", f"{ra['command_true']:.2f}"),
         ("command `true`, baseline without shell", f"{t['sj_true']:.0f}", f"{t['plain_true']:.0f} (`true`)", f"{ra['command_true_vs_no_shell']:.2f}"),
-        ("dispatch only (empty body)", f"{t['sj_noop']:.0f}", f"{t['plain_bare']:.0f} (bare task)", f"{ra['dispatch_only']:.2f}"),
-        ("bare Celery task (instance machinery only)", f"{t['sj_bare']:.0f}", f"{t['plain_bare']:.0f} (bare task)", f"{ra['instance_only']:.2f}"),
+        ("scalejob request, empty body (bookkeeping only)", f"{t['sj_noop']:.0f}", f"{t['plain_bare']:.0f} (bare task)", f"{ra['dispatch_only']:.2f}"),
+        ("no-op Celery task (the instance machinery only)", f"{t['sj_bare']:.0f}", f"{t['plain_bare']:.0f} (bare task)", f"{ra['instance_only']:.2f}"),
     ]
     head = (f"Throughput: 1 worker, threads pool, concurrency 1, scalejob's Celery settings on both sides, "
             f"best of {res['rounds']}, broker {res['broker']}")
-    verdict = f"ratio (command `true` vs `sh -c true`) >= 0.9: {'yes' if res['passes_0_9'] else 'NO'}"
+    verdict = (f"no-op task, scalejob worker / plain Celery worker >= 0.9: {'yes' if res['passes_0_9'] else 'NO'} ({ra['instance_only']:.2f}); "
+               f"a scalejob request costs more: {ra['dispatch_only']:.2f} with an empty body, {ra['command_true']:.2f} for command `true`")
     return "\n".join([head, "", markdown_table(["workload", "scalejob tasks/s", "plain Celery tasks/s", "scalejob / plain"], rows), "", verdict])
 
 
