@@ -198,8 +198,8 @@ def instance_overhead(out: str, cmd: str) -> list[Row]:
 def benches(port: int) -> list[Bench]:
     py = "python -m benchmarks."
     return [
-        Bench("throughput", lambda q, r: f"{py}throughput {r} --rounds {1 if q else 2}",
-              lambda q, r: via_run("throughput", f"{r!r}, rounds={1 if q else 2}"), throughput, 180),
+        Bench("throughput", lambda q, r: f"{py}throughput {r} --rounds {1 if q else 3}",
+              lambda q, r: via_run("throughput", f"{r!r}, rounds={1 if q else 3}"), throughput, 300),
         Bench("hol", lambda q, r: f"{py}hol {r}", lambda q, r: via_run("hol", f"{r!r}"), hol, 120),
         Bench("latency", lambda q, r: f"{py}latency {r} -n {30 if q else 100}",
               lambda q, r: via_run("latency", f"{r!r}, n={30 if q else 100}"), latency, 120),

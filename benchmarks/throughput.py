@@ -53,12 +53,12 @@ class Variant:
 
 
 VARIANTS = (
-    Variant("sj_true", "scalejob command `true`", "scalejob", 300),
-    Variant("plain_sh_true", "plain Celery `sh -c true`", "plain", 300, ("/bin/sh", "-c", "true")),
-    Variant("plain_true", "plain Celery `true` (no shell)", "plain", 300, ("true",)),
-    Variant("sj_noop", "scalejob dispatch only (empty body)", "scalejob", 600, module="benchmarks.noop_worker"),
-    Variant("plain_bare", "plain Celery bare task", "plain", 600),
-    Variant("sj_bare", "bare task on a scalejob worker", "scalejob_bare", 600),
+    Variant("sj_true", "scalejob command `true`", "scalejob", 600),
+    Variant("plain_sh_true", "plain Celery `sh -c true`", "plain", 600, ("/bin/sh", "-c", "true")),
+    Variant("plain_true", "plain Celery `true` (no shell)", "plain", 600, ("true",)),
+    Variant("sj_noop", "scalejob dispatch only (empty body)", "scalejob", 1500, module="benchmarks.noop_worker"),
+    Variant("plain_bare", "plain Celery bare task", "plain", 1500),
+    Variant("sj_bare", "bare task on a scalejob worker", "scalejob_bare", 1500),
 )
 
 
