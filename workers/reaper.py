@@ -26,7 +26,7 @@ import os
 import signal
 import sys
 
-# Lean on purpose: this runs once per command task, under ``python -I -S``, so every import is
+# Lean on purpose: started directly it runs once per command task, under ``python -I -S``, so every import is
 # paid on the task's critical path (subprocess + pathlib alone cost ~20 ms; these cost ~3 ms).
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
@@ -65,11 +65,11 @@ def children_of(pid: int) -> list[int]:
     return out
 
 
-def kill_descendants() -> None:
-    """SIGKILL every process re-parented to this subreaper, until none is left."""
+def kill_descendants(spare: Callable[[int], bool] = lambda _pid: False) -> None:  # noqa: F821 - not imported: lean
+    """SIGKILL every process re-parented to this subreaper (but those ``spare`` keeps), until none is left."""
     me = os.getpid()
     for _ in range(50):
-        kids = children_of(me)
+        kids = [pid for pid in children_of(me) if not spare(pid)]
         if not kids:
             return
         for pid in kids:
@@ -220,20 +220,7 @@ class Spawned:
         Why the marker: with several commands at once, an orphan is told apart by the
         ``SCALEJOB_COMMAND_TOKEN`` its command's environment passed down to it.
         """
-        for _ in range(50):
-            doomed = [pid for pid in children_of(os.getpid()) if pid not in self.running and not (keep & _environ(pid))]
-            if not doomed:
-                return
-            for pid in doomed:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            for pid in doomed:
-                try:
-                    os.waitpid(pid, 0)
-                except ChildProcessError:
-                    pass
+        kill_descendants(lambda pid: pid in self.running or bool(keep & _environ(pid)))
 
     def end_all(self) -> None:
         """The worker is gone: SIGTERM every command's group, a short grace, then SIGKILL everything."""
