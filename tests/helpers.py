@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import subprocess
+import textwrap
 import sys
 import time
 from collections.abc import Callable
@@ -91,3 +92,19 @@ class Proc:
 
 def python_argv(*args: str) -> list[str]:
     return [sys.executable, *args]
+
+
+# A child that creates a CUDA context through the driver API (no torch needed) and waits.
+CUDA_CHILD = textwrap.dedent(
+    """
+    import ctypes, sys
+    cuda = ctypes.CDLL("libcuda.so.1")
+    assert cuda.cuInit(0) == 0
+    dev, ctx, ptr = ctypes.c_int(), ctypes.c_void_p(), ctypes.c_void_p()
+    assert cuda.cuDeviceGet(ctypes.byref(dev), 0) == 0
+    assert cuda.cuCtxCreate_v2(ctypes.byref(ctx), 0, dev) == 0
+    assert cuda.cuMemAlloc_v2(ctypes.byref(ptr), ctypes.c_size_t(256 << 20)) == 0
+    print("ready", flush=True)
+    sys.stdin.read()
+    """
+)

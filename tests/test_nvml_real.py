@@ -6,11 +6,10 @@ import ctypes
 import os
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
-from tests.helpers import wait_for
+from tests.helpers import CUDA_CHILD, wait_for
 
 pynvml = pytest.importorskip("pynvml", reason="nvidia-ml-py not installed")
 try:
@@ -21,22 +20,6 @@ except pynvml.NVMLError as exc:
 
 from autoscale.metrics.gpu import GpuMonitor  # noqa: E402
 from autoscale.metrics.nvml import RealNvml, open_nvml  # noqa: E402
-
-# A child that creates a CUDA context through the driver API (no torch needed) and waits.
-CUDA_CHILD = textwrap.dedent(
-    """
-    import ctypes, sys
-    cuda = ctypes.CDLL("libcuda.so.1")
-    assert cuda.cuInit(0) == 0
-    dev, ctx, ptr = ctypes.c_int(), ctypes.c_void_p(), ctypes.c_void_p()
-    assert cuda.cuDeviceGet(ctypes.byref(dev), 0) == 0
-    assert cuda.cuCtxCreate_v2(ctypes.byref(ctx), 0, dev) == 0
-    assert cuda.cuMemAlloc_v2(ctypes.byref(ptr), ctypes.c_size_t(256 << 20)) == 0
-    print("ready", flush=True)
-    sys.stdin.read()
-    """
-)
-
 
 @pytest.fixture
 def nvml() -> RealNvml:

@@ -116,7 +116,8 @@ def _start_tenant_watcher(inst: Instance) -> None:
 def _on_ready(sender: object = None, **_: object) -> None:
     if current is None:
         return
-    hb = Heartbeat(state_redis(), current.name, current.spec.name, state=current.extra.get("state", "idle"), spec_hash=services.spec_hash(current.spec))
+    gpus = os.environ.get("CUDA_VISIBLE_DEVICES", "")  # the devices it was placed on: status and the autoscaler read them
+    hb = Heartbeat(state_redis(), current.name, current.spec.name, state=current.extra.get("state", "idle"), gpus=gpus, spec_hash=services.spec_hash(current.spec))
     current.heartbeat = hb
     hb.start()
     _start_tenant_watcher(current)
