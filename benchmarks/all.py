@@ -83,6 +83,8 @@ def throughput(out: str, cmd: str) -> list[Row]:
                  "command `true`": {"scalejob": t["sj_true"], "plain Celery": t["plain_sh_true"]}}, "tasks/s")
     return [("throughput, no-op task on a scalejob worker (tasks/s)", f(t["sj_bare"], nd=0), f(t["plain_bare"], nd=0),
              f"{ra['instance_only']:.2f} (target >= 0.9)", cmd),
+            ("throughput, no-op task vs plain Celery defaults (tasks/s)", f(t["sj_bare"], nd=0), f(t["plain_defaults_bare"], nd=0) + " (prefork, prefetch 4)",
+             f"{ra['instance_vs_defaults']:.2f} (target >= 0.9)", cmd),
             ("throughput, command `true` (tasks/s)", f(t["sj_true"], nd=0), f(t["plain_sh_true"], nd=0) + " (`sh -c true`)",
              f"{ra['command_true']:.2f}", cmd),
             ("throughput, request with an empty body (tasks/s)", f(t["sj_noop"], nd=0), f(t["plain_bare"], nd=0), f"{ra['dispatch_only']:.2f}", cmd)]

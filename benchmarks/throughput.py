@@ -20,7 +20,10 @@ Fair comparison — what each pair holds equal and what it measures:
    worker, >= 0.9: "the instance/registry machinery must not tax the hot path"); rows 1 and 2
    add what a scalejob *request* does on top (durable record, lease, output queue, command runner).
 
-Both sides: threads pool, concurrency 1, the same Celery settings (``app.celery_app.celery_config``:
+4. **against Celery's defaults** — row 3's task on a plain worker with Celery's defaults (prefork
+   pool, ``-c 1``, prefetch multiplier 4, ack on receipt), what the proof issue names.
+
+Both sides (rows 1-3): threads pool, concurrency 1, the same Celery settings (``app.celery_app.celery_config``:
 acks_late, prefetch 1, disable_prefetch, events), the same worker flags and log level. The queue
 is filled first, then the worker starts; rate = tasks / (first body start → last body end), so
 process start-up is excluded; a variant too slow to finish within ``BUDGET_S`` is timed on the
@@ -50,6 +53,8 @@ class Variant:
     n: int
     argv: tuple[str, ...] | None = None  # plain: what the task runs
     module: str = "app.cli"  # scalejob: worker entry point
+    app: str = "tuned"  # plain: benchmarks.plain_app's `tuned` (scalejob's settings) or `defaults`
+    pool: str | None = "threads"  # plain: None = Celery's default pool (prefork)
 
 
 VARIANTS = (
@@ -59,6 +64,7 @@ VARIANTS = (
     Variant("sj_noop", "scalejob dispatch only (empty body)", "scalejob", 1500, module="benchmarks.noop_worker"),
     Variant("plain_bare", "plain Celery bare task", "plain", 1500),
     Variant("sj_bare", "bare task on a scalejob worker", "scalejob_bare", 1500),
+    Variant("plain_defaults_bare", "plain Celery defaults, bare task", "plain", 1500, app="defaults", pool=None),
 )
 
 
@@ -83,14 +89,15 @@ def measure_scalejob(w: World, v: Variant) -> float:
 def measure_plain(w: World, v: Variant) -> float:
     """Same procedure with a plain Celery worker of the ``tuned`` app (scalejob's settings)."""
     from app import keys
-    from benchmarks.plain_app import tuned
+    from benchmarks import plain_app
 
+    app = getattr(plain_app, v.app)
     queue, run = w.name("tp-plain"), uuid.uuid4().hex
     kwargs = {"run": run, "argv": list(v.argv) if v.argv else None}
-    with tuned.producer_or_acquire() as producer:
+    with app.producer_or_acquire() as producer:
         for _ in range(v.n):
-            tuned.send_task("bench.count", kwargs=kwargs, queue=queue, producer=producer)
-    proc = w.plain_worker("tuned", queue, f"{queue}@bench", pool="threads", same_flags=True)
+            app.send_task("bench.count", kwargs=kwargs, queue=queue, producer=producer)
+    proc = w.plain_worker(v.app, queue, f"{queue}@bench", pool=v.pool, same_flags=True)
     k = keys.bench(run)
     done_or_budget(lambda: int(w.r.get(f"{k}:n") or 0) >= v.n)
     w.stop(proc)
@@ -143,6 +150,7 @@ def run(redis_url: str = DEFAULT_REDIS, rounds: int = 2) -> dict:
         "command_true_vs_no_shell": best["sj_true"] / best["plain_true"],
         "dispatch_only": best["sj_noop"] / best["plain_bare"],
         "instance_only": best["sj_bare"] / best["plain_bare"],
+        "instance_vs_defaults": best["sj_bare"] / best["plain_defaults_bare"],
     }
     result = {"tasks_per_s": best, "ratio": ratios, "passes_0_9": ratios["instance_only"] >= 0.9,
               "rounds": rounds, "broker": redis_url}
@@ -157,6 +165,7 @@ def render(res: dict) -> str:
         ("command `true`, baseline without shell", f"{t['sj_true']:.0f}", f"{t['plain_true']:.0f} (`true`)", f"{ra['command_true_vs_no_shell']:.2f}"),
         ("scalejob request, empty body (bookkeeping only)", f"{t['sj_noop']:.0f}", f"{t['plain_bare']:.0f} (bare task)", f"{ra['dispatch_only']:.2f}"),
         ("no-op Celery task (the instance machinery only)", f"{t['sj_bare']:.0f}", f"{t['plain_bare']:.0f} (bare task)", f"{ra['instance_only']:.2f}"),
+        ("no-op Celery task, plain Celery with its defaults", f"{t['sj_bare']:.0f}", f"{t['plain_defaults_bare']:.0f} (prefork -c 1, prefetch 4, early ack)", f"{ra['instance_vs_defaults']:.2f}"),
     ]
     head = (f"Throughput: 1 worker, threads pool, concurrency 1, scalejob's Celery settings on both sides, "
             f"best of {res['rounds']}, broker {res['broker']}")
