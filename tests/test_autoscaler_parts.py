@@ -12,6 +12,7 @@ from rich.console import Console
 
 from tests.autoscaling import autoscaled_spec
 from tests.conftest import Stack
+from tests.helpers import wait_for
 
 
 def _controller(stack: Stack):  # noqa: ANN202
@@ -81,3 +82,24 @@ def test_adoption_ignores_dead_pids_and_pids_reused_by_other_processes(stack: St
     assert scaler.backend.adopt() == []
     assert scaler.backend.list("svc") == []
     assert set(r.hkeys(keys.local_workers())) == {b"svc-elsewhere@x"}  # another host's record is not ours to drop
+
+
+def test_a_registry_entry_lost_with_redis_comes_back_with_the_state_the_autoscaler_set(stack: Stack) -> None:
+    """A Redis restart without persistence drops worker entries; a drained worker must not come back idle."""
+    from app import keys
+    from workers import registry
+
+    name = f"{stack.service_name('lost')}@test"
+    hb = registry.Heartbeat(stack.r, name, "svc-lost", state="idle")
+    hb.start()
+    try:
+        wait_for(lambda: (w := registry.get_worker(stack.r, name)) and w.state == "idle", 10, what="the entry")
+        marked_at = time.time()
+        assert registry.set_state_if_present(stack.r, name, "draining")  # what the autoscaler does on scale-in
+        wait_for(lambda: registry.get_worker(stack.r, name).heartbeat_at > marked_at, 10, what="a heartbeat after the mark")
+        stack.r.delete(keys.worker(name))  # the entry is gone, as after a restart of a Redis without persistence
+        back = wait_for(lambda: registry.get_worker(stack.r, name), 10, what="the entry to be written again")
+        assert back.state == "draining"
+    finally:
+        hb.stop()
+    assert registry.get_worker(stack.r, name) is None

@@ -80,13 +80,16 @@ def set_state_if_present(r: redis.Redis, name: str, state: str) -> bool:
     return int(r.eval(_SET_STATE_IF_PRESENT, 1, keys.worker(name), state)) >= 0
 
 
-def heartbeat(r: redis.Redis, name: str) -> None:
+def heartbeat(r: redis.Redis, name: str) -> str | None:
+    """Refresh ``name``'s entry; returns the state it holds (the autoscaler may have changed it)."""
     ttl = int(get_settings().heartbeat_ttl) + 1
     with r.pipeline() as p:
         p.hset(keys.worker(name), "heartbeat_at", f"{time.time():.6f}")
         p.expire(keys.worker(name), ttl)
         p.expire(keys.worker_tasks(name), ttl)
-        p.execute()
+        p.hget(keys.worker(name), "state")
+        state = p.execute()[-1]
+    return state.decode() if state else None
 
 
 def task_started(r: redis.Redis, name: str, request_id: str) -> None:
@@ -174,7 +177,9 @@ class Heartbeat(threading.Thread):
                 if not registered or not self.r.exists(keys.worker(self.worker)):
                     register(self.r, self.worker, self.service, self.state, self.gpus, self.spec_hash)
                     registered = True
-                heartbeat(self.r, self.worker)
+                # Remember the state the entry holds, so an entry lost with a Redis restart comes
+                # back as the autoscaler left it (``draining``: it no longer consumes), not as new.
+                self.state = heartbeat(self.r, self.worker) or self.state
                 running = [x.decode() for x in self.r.smembers(keys.worker_tasks(self.worker))]
                 records.renew_leases(self.r, running)
                 if recovery.try_lead(self.r, self.worker):
