@@ -194,7 +194,7 @@ def run_command(
     pattern = re.compile(progress_pattern or DEFAULT_PROGRESS, re.IGNORECASE)
     started = time.monotonic()
     server = spawner.current()
-    proc: subprocess.Popen[bytes] | spawner.Forked | None = server.spawn(command, cwd, env, grace) if server else None
+    proc: subprocess.Popen[bytes] | spawner.Forked | None = server.spawn(command, cwd, env) if server else None
     if proc is None:  # no spawn server in this process: start the reaper directly (an interpreter start)
         proc = subprocess.Popen(
             [sys.executable, "-I", "-S", REAPER, str(os.getpid()), f"{grace:g}", command],

@@ -169,8 +169,8 @@ class Spawned:
     def start(self, req: dict, out: int, status: int) -> None:
         """``/bin/sh -c COMMAND`` in a new session (it leads its group), output to ``out``."""
         self.seq += 1
-        marker = f"SCALEJOB_COMMAND_TOKEN={os.getpid()}.{self.seq}"
-        env = {**req["env"], "SCALEJOB_COMMAND_TOKEN": marker.split("=", 1)[1]}
+        token = f"{os.getpid()}.{self.seq}"
+        env = {**req["env"], "SCALEJOB_COMMAND_TOKEN": token}
         try:
             os.chdir(req["cwd"])  # single-threaded: the cwd is ours alone between here and the spawn
             pid = os.posix_spawn(
@@ -183,7 +183,7 @@ class Spawned:
             return
         finally:
             os.close(out)
-        self.running[pid] = (status, marker)
+        self.running[pid] = (status, f"SCALEJOB_COMMAND_TOKEN={token}")
         try:
             os.write(status, f"{pid}\n".encode())
         except OSError:
@@ -200,26 +200,27 @@ class Spawned:
                 return
             entry = self.running.pop(pid, None)
             if entry is not None:
-                self.finished(pid, entry[0], entry[1], os.waitstatus_to_exitcode(st))
+                self.finished(pid, entry[0], os.waitstatus_to_exitcode(st))
 
-    def finished(self, pid: int, status: int, marker: str, code: int) -> None:
+    def finished(self, pid: int, status: int, code: int) -> None:
         try:
             os.killpg(pid, signal.SIGKILL)  # what is left of its group
         except (ProcessLookupError, PermissionError):
             pass
-        self.kill_orphans(keep={m for _, m in self.running.values()})
+        self.kill_orphans()
         try:
             os.write(status, f"{code}\n".encode())
         except OSError:
             pass
         os.close(status)
 
-    def kill_orphans(self, keep: set[str]) -> None:
+    def kill_orphans(self) -> None:
         """SIGKILL descendants re-parented to us (they left the group) unless a running command owns them.
 
         Why the marker: with several commands at once, an orphan is told apart by the
         ``SCALEJOB_COMMAND_TOKEN`` its command's environment passed down to it.
         """
+        keep = {marker for _, marker in self.running.values()}
         kill_descendants(lambda pid: pid in self.running or bool(keep & _environ(pid)))
 
     def end_all(self) -> None:
@@ -255,7 +256,7 @@ def serve(parent: int, fd: int) -> int:
     """Spawn server: ``posix_spawn`` each command's shell, so a command costs no Python fork.
 
     Requests come from the worker over a ``SOCK_SEQPACKET`` socket (``fd``): one JSON message
-    (command, cwd, env, grace) with two descriptors: the write end of the command's output pipe
+    (command, cwd, env) with two descriptors: the write end of the command's output pipe
     and a status socket. The shell leads a new session (the worker's ``killpg`` reaches its whole
     group); the server writes ``<pid>\n`` to the status socket and, when the shell exits, its
     exit code. The server is the child subreaper of every command: a descendant that left the

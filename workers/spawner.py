@@ -63,9 +63,9 @@ class Server:
         theirs.close()
         self.lock = threading.Lock()
 
-    def spawn(self, command: str, cwd: Path, env: dict[str, str], grace: float) -> Forked | None:
+    def spawn(self, command: str, cwd: Path, env: dict[str, str]) -> Forked | None:
         """Spawn ``command``'s shell; None when the server cannot take it (start a reaper directly)."""
-        msg = json.dumps({"command": command, "cwd": str(cwd), "env": env, "grace": grace}).encode()
+        msg = json.dumps({"command": command, "cwd": str(cwd), "env": env}).encode()
         if len(msg) > MAX_REQUEST or self.proc.poll() is not None:
             return None
         out_r, out_w = os.pipe()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import base64
+import functools
 import json
 import logging
 import os
@@ -113,19 +114,16 @@ def _finish_service(r: redis.Redis, service: str, request_id: str, state: str, d
         hold.final_state = final
 
 
-_progress_dirs: list[str] = []
-
-
+@functools.cache
 def _progress_dir() -> str:
     """This process's private directory (0700) for the commands' progress files, made once.
 
     Why not a temp file per task: creating and removing one cost ~0.1 ms of a no-op task; a name
     in a directory only this worker can write is as safe and costs nothing until a command uses it.
     """
-    if not _progress_dirs:
-        _progress_dirs.append(tempfile.mkdtemp(prefix="scalejob-progress-"))
-        atexit.register(shutil.rmtree, _progress_dirs[0], ignore_errors=True)
-    return _progress_dirs[0]
+    path = tempfile.mkdtemp(prefix="scalejob-progress-")
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def _command(r: redis.Redis, inst: Instance, request_id: str, payload: bytes) -> None:
