@@ -91,13 +91,18 @@ def autoscaler_lock() -> str:
     return f"{_p()}:autoscaler:leader"
 
 
+# autoscale/leader.py — incremented on every acquisition of the lock: the fencing term
+def autoscaler_term() -> str:
+    return f"{_p()}:autoscaler:term"
+
+
 def decisions(service: str) -> str:
     return f"{_p()}:{service}:decisions"  # list of decision JSON, newest first (LPUSH + LTRIM)
 
 
 # autoscale/backends/local.py — processes the local backend started, so a restarted autoscaler adopts them
 def local_workers() -> str:
-    return f"{_p()}:autoscaler:local"  # hash worker name -> {"pid", "host", "service", "standby", "log"} JSON
+    return f"{_p()}:autoscaler:local"  # hash worker name -> {"pid", "host", "service", "standby", "log", "term", "start_by"} JSON
 
 
 

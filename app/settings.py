@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     heartbeat_ttl: float = Field(5.0, description="A worker whose heartbeat is older than this is dead")
     poll_interval: float = Field(0.5, description="Autoscaler tick (s)")
     autoscaler_lock_ttl: float = Field(3.0, description="Autoscaler leader lock TTL (s): a standby takes over this long after the leader dies")
+    worker_start_timeout: float = Field(300.0, description="A worker the autoscaler spawned must register within this (init commands included), else it is killed and replaced")
     decisions_kept: int = Field(200, description="Autoscaler decisions kept per service in Redis")
     autoscaler_backend: Literal["local", "kubernetes"] = Field("local", description="Where the autoscaler runs workers: local processes or a Deployment per service")
     k8s_namespace: str = Field("default", description="Kubernetes backend: namespace of the worker Deployments scalejob-<service>")

@@ -26,7 +26,7 @@ from app.services import spec_hash
 from app.specs import parse_spec
 from autoscale import history
 from autoscale.backends.base import BackendError, WorkerBackend, WorkerHandle
-from autoscale.leader import Leadership
+from autoscale.leader import Fenced, Leadership
 from autoscale.metrics.broker import BrokerDepth
 from autoscale.metrics.registry import Workers
 from autoscale.rolling import Rollout, outdated
@@ -112,7 +112,7 @@ class Controller:
         for t, t0, handles, workers, waiting in seen:
             try:
                 entries.append(self.step(t, t0, handles, workers, waiting, now, snap))
-            except redis.RedisError:
+            except (redis.RedisError, Fenced):
                 raise
             except Exception:  # noqa: BLE001
                 log.exception("%s: cannot act; skipped this tick", t.service)
@@ -155,6 +155,7 @@ class Controller:
     def act(self, t: Target, d: Decision, workers: Workers, handles: list[WorkerHandle], snap: Any = None) -> list[str]:
         """Make the pool match ``d``: finish drains, drain victims, activate standby, spawn."""
         views, owned, actions = workers.by_name(), {h.name: h for h in handles}, []
+        self._check_starts(workers, handles, actions)
         self._finish_drains(t, workers, owned, actions)
         victims = set(d.victims)
         if not workers.complete:  # a worker did not answer (still starting): its tasks are not in the load yet
@@ -184,6 +185,23 @@ class Controller:
             return
         self._drain(t, workers.by_name()[rolling], owned.get(rolling), workers, actions)
         actions.append(f"roll {self.rollout.drained_now(t.service)} (spec changed)")
+
+    def _check_starts(self, workers: Workers, handles: list[WorkerHandle], actions: list[str]) -> None:
+        """Spawns with a start deadline: confirmed once registered, reaped if they never register.
+
+        Why here and not in the backend: only the observer knows whether a worker registered; the
+        backend recorded the spawn (before forking it) and counts it as capacity until then.
+        """
+        now = time.time()
+        for h in handles:
+            start_by = float(h.meta.get("start_by") or 0)
+            if not start_by:
+                continue
+            if h.name in workers.seen:
+                self.backend.started(h)
+            elif now > start_by:
+                self.backend.abandon(h)
+                actions.append(f"reap {h.name} (never registered)")
 
     def _finish_drains(self, t: Target, workers: Workers, owned: dict[str, WorkerHandle], actions: list[str]) -> None:
         """Warm-shutdown the draining workers whose task has ended (or that never had one).
@@ -300,6 +318,9 @@ class Controller:
                     elif leading:
                         log.warning("autoscaler %s lost the leader lock to %s; standing by", leadership.me, leadership.holder())
                         leading = False
+                except Fenced as exc:  # our term ended mid-tick: a newer leader acts; we stand by
+                    log.warning("autoscaler %s: %s; standing by", leadership.me, exc)
+                    leading = False
                 except redis.RedisError as exc:
                     log.warning("autoscaler tick: Redis error: %s", exc)
                 except Exception:  # noqa: BLE001 - the loop outlives any single bad tick

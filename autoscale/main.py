@@ -88,6 +88,7 @@ def scalejob_autoscaler(settings: Settings, fork: bool = True) -> Autoscaler:
     from app.connections import state_redis
 
     r = state_redis()
+    leadership = Leadership(r, settings.autoscaler_lock_ttl)
     control = Control(celery_app)
     observer = RegistryObserver(r)
     cancel = lambda service, name: [control.cancel_consumer(q, name) for q in tenants.service_queues(r, service)]  # noqa: E731
@@ -95,7 +96,7 @@ def scalejob_autoscaler(settings: Settings, fork: bool = True) -> Autoscaler:
     if settings.autoscaler_backend == "kubernetes":
         from autoscale.backends.kubernetes import KubernetesBackend
 
-        backend = KubernetesBackend(namespace=settings.k8s_namespace, cancel_consumer=cancel, spec_of=lambda s: _spec_or_none(r, s))
+        backend = KubernetesBackend(namespace=settings.k8s_namespace, cancel_consumer=cancel, spec_of=lambda s: _spec_or_none(r, s), fence=leadership)
     else:
         backend = LocalBackend(
             r,
@@ -103,6 +104,8 @@ def scalejob_autoscaler(settings: Settings, fork: bool = True) -> Autoscaler:
             cancel_consumer=cancel,
             is_busy=observer.is_busy,
             template=Template(Path.cwd()) if fork else None,
+            fence=leadership,
+            start_timeout=settings.worker_start_timeout,
         )
         if backend.template is not None:
             backend.template.start()
@@ -111,7 +114,7 @@ def scalejob_autoscaler(settings: Settings, fork: bool = True) -> Autoscaler:
         poll_interval=settings.poll_interval, decisions_kept=settings.decisions_kept, gpu=_gpu_monitor(),
         recover=_recovery(r, f"autoscaler-{os.getpid()}@{socket.gethostname()}"), recover_every=settings.heartbeat_interval,
     )
-    return Autoscaler(controller, backend, Leadership(r, settings.autoscaler_lock_ttl))
+    return Autoscaler(controller, backend, leadership)
 
 
 def celery_autoscaler(settings: Settings, celery_app_path: str, queue: str, worker_cmd: str, cfg: AutoscalerConfig) -> Autoscaler:
@@ -127,6 +130,7 @@ def celery_autoscaler(settings: Settings, celery_app_path: str, queue: str, work
     broker = app.connection_for_read().as_uri(include_password=True)
     state_url = settings.redis_url or (broker if is_redis_url(broker) else endpoints().redis_url)
     r = redis.Redis.from_url(state_url)
+    leadership = Leadership(r, settings.autoscaler_lock_ttl, scope=f"celery:{queue}")
     control = Control(app)
     observer = InspectObserver(app)
     backend = LocalBackend(
@@ -135,10 +139,12 @@ def celery_autoscaler(settings: Settings, celery_app_path: str, queue: str, work
         command=celery_command(worker_cmd),
         cancel_consumer=lambda _service, name: control.cancel_consumer(queue, name),
         is_busy=observer.is_busy,
+        fence=leadership,
+        start_timeout=settings.worker_start_timeout,
     )
     target = Target(queue, (queue,), cfg)
     controller = Controller(r, backend, BrokerDepth(broker), observer, control, lambda: [target], poll_interval=settings.poll_interval, decisions_kept=settings.decisions_kept)
-    return Autoscaler(controller, backend, Leadership(r, settings.autoscaler_lock_ttl, scope=f"celery:{queue}"))
+    return Autoscaler(controller, backend, leadership)
 
 
 def _spec_or_none(r: redis.Redis, service: str) -> Any:

@@ -19,7 +19,9 @@ def _controller(stack: Stack):  # noqa: ANN202
     from app.settings import get_settings
     from autoscale.main import scalejob_autoscaler
 
-    return scalejob_autoscaler(get_settings(), fork=False)
+    scaler = scalejob_autoscaler(get_settings(), fork=False)
+    assert scaler.leadership.hold(), "an in-process controller acts only as the leader (its spawns are fenced to its term)"
+    return scaler
 
 
 def test_every_decision_is_recorded_with_its_inputs_and_shown_by_status(stack: Stack) -> None:

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from autoscale.leader import Leadership
 
 
 @dataclass(frozen=True)
@@ -28,7 +32,18 @@ class WorkerHandle:
 
 
 class WorkerBackend(abc.ABC):
-    """Start, list, drain and stop the worker instances of services."""
+    """Start, list, drain and stop the worker instances of services.
+
+    ``fence``: the autoscaler's :class:`~autoscale.leader.Leadership`; every spawn, drain and stop
+    goes through it, so an autoscaler whose leader term is over cannot act (None: unfenced).
+    """
+
+    fence: Leadership | None = None
+
+    def check_fence(self, what: str) -> None:
+        """Raise :class:`autoscale.leader.Fenced` when this autoscaler no longer leads in its term."""
+        if self.fence is not None:
+            self.fence.check(what)
 
     @abc.abstractmethod
     def list(self, service: str) -> list[WorkerHandle]:
@@ -56,6 +71,15 @@ class WorkerBackend(abc.ABC):
         after a timeout and only when it holds no task); its handle reports ``meta["stopping"]``.
         Used for drained instances that went idle, for ones that never consumed (standby,
         starting) and on controller exit. Idempotent."""
+
+    def started(self, handle: WorkerHandle) -> None:  # noqa: B027 - optional hook, a no-op by default
+        """The instance showed up in the registry: it no longer counts as a spawn that may fail to start."""
+
+    def abandon(self, handle: WorkerHandle) -> None:
+        """A spawn that never registered within its start deadline (``meta["start_by"]``): end it.
+
+        It cannot hold a task (it never consumed), so a backend may kill it at once."""
+        self.stop(handle)
 
     def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Release the backend's own resources (clients, threads); workers keep running."""

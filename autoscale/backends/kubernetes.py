@@ -31,6 +31,7 @@ from autoscale.backends.base import BackendError, WorkerBackend, WorkerHandle
 
 if TYPE_CHECKING:  # pragma: no cover
     from app.specs import ServiceSpec
+    from autoscale.leader import Leadership
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ class KubernetesBackend(WorkerBackend):
         spec_of: Callable[[str], ServiceSpec | None] = lambda service: None,
         name_of: Callable[[str], str] = deployment_name,
         default_grace: float = 3600,
+        fence: Leadership | None = None,
     ) -> None:
         try:
             from kubernetes import client, config
@@ -87,6 +89,7 @@ class KubernetesBackend(WorkerBackend):
         self.spec_of = spec_of
         self.name_of = name_of
         self.default_grace = default_grace
+        self.fence = fence
         self._grace_set: dict[str, int] = {}
 
     # -- WorkerBackend ----------------------------------------------------------------------
@@ -106,6 +109,7 @@ class KubernetesBackend(WorkerBackend):
         ignored; a standby request is refused."""
         if env.get("SCALEJOB_STANDBY", "") not in ("", "0"):
             raise BackendError(f"{service}: warm standby is not supported by the kubernetes backend")
+        self.check_fence(f"spawn {service}")  # the replica count is the spawn's durable record: a successor reads it
         self._ensure_grace(service)
         replicas = self._replicas(service) + 1
         self._scale(service, replicas)
@@ -115,6 +119,7 @@ class KubernetesBackend(WorkerBackend):
     def drain(self, handle: WorkerHandle) -> None:
         if handle.meta.get("pending") or handle.meta.get("draining"):
             return
+        self.check_fence(f"drain {handle.name}")
         if self.cancel_consumer is not None:
             self.cancel_consumer(handle.service, handle.name)
         self._annotate(handle, {DRAINING: "1", DELETION_COST: VICTIM_COST})
@@ -122,6 +127,7 @@ class KubernetesBackend(WorkerBackend):
     def stop(self, handle: WorkerHandle) -> None:
         if handle.meta.get("stopping"):
             return
+        self.check_fence(f"stop {handle.name}")
         replicas = self._replicas(handle.service)
         if handle.meta.get("pending"):  # no pod yet: the ReplicaSet removes a pending one first
             self._scale(handle.service, max(replicas - 1, 0))

@@ -8,6 +8,15 @@ be joined to its process. Every process this backend starts is recorded in Redis
 re-reads that hash and *adopts* the processes that are still alive (pid, start time and command
 line checked, so a reused pid is never mistaken for a worker): no duplicates, no orphans.
 
+A spawn is recorded *before* the fork, as a ``starting`` entry (pid 0 until the fork returns,
+``start_by`` = when it must have registered), through the leader's fence (autoscale/leader.py):
+a leader SIGKILLed between recording and forking, or between forking and writing the pid, leaves
+an entry the next leader adopts and counts as capacity, finding the process by its name when the
+pid is missing. So a worker exists for the policy from the moment it is decided, and a leader
+whose term is over cannot fork at all. A spawn that never registers is reaped by the controller
+(:meth:`LocalBackend.abandon`) at ``start_by``; one whose process never appeared is forgotten
+after ``find_grace`` seconds.
+
 Stopping is always a warm shutdown first (SIGTERM to the worker's main process: Celery waits for
 the running task); SIGKILL to the group only after ``force_after`` seconds and only if the worker
 holds no task (``is_busy``), so a long task that slipped in during scale-in still finishes.
@@ -35,6 +44,7 @@ import redis
 from app import keys
 from autoscale.backends.base import BackendError, WorkerBackend, WorkerHandle
 from autoscale.backends.template import Template
+from autoscale.leader import Leadership, lua
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +85,17 @@ class LocalProc:
     draining: bool = False
     stopping_at: float | None = None
     gpus: str = ""  # CUDA_VISIBLE_DEVICES it was started with
+    start_by: float = 0.0  # wall clock by which a starting worker must register; 0 once it did (or adopted from an old record)
+    term: int = 0  # the leader term that decided the spawn
 
     def handle(self) -> WorkerHandle:
-        meta = {"standby": "1" if self.standby else "", "gpus": self.gpus, "draining": "1" if self.draining else "", "stopping": "1" if self.stopping_at else "", "log": self.log_path}
-        return WorkerHandle(name=self.name, service=self.service, ref=str(self.pid), pid=self.pid, meta=meta)
+        meta = {"standby": "1" if self.standby else "", "gpus": self.gpus, "draining": "1" if self.draining else "", "stopping": "1" if self.stopping_at else "",
+                "log": self.log_path, "start_by": repr(self.start_by) if self.start_by else ""}
+        return WorkerHandle(name=self.name, service=self.service, ref=str(self.pid), pid=self.pid or None, meta=meta)
 
     def record(self) -> str:
-        return json.dumps({"pid": self.pid, "host": socket.gethostname(), "service": self.service, "standby": self.standby, "log": self.log_path, "started_at": self.started_at, "gpus": self.gpus})
+        return json.dumps({"pid": self.pid, "host": socket.gethostname(), "service": self.service, "standby": self.standby, "log": self.log_path,
+                           "started_at": self.started_at, "gpus": self.gpus, "term": self.term, "start_by": self.start_by})
 
     def alive(self) -> bool:
         if self.popen is not None and self.popen.poll() is not None:
@@ -104,21 +118,27 @@ class LocalBackend(WorkerBackend):
     force_after: float = 60.0
     cwd: Path = field(default_factory=Path.cwd)
     template: Template | None = None  # fork scalejob workers from a pre-imported template (template.py)
+    fence: Leadership | None = None  # spawns and stops are refused once this leader's term is over (None: unfenced)
+    start_timeout: float = 300.0  # a spawn must register within this (init commands included), else it is reaped
+    find_grace: float = 10.0  # a recorded spawn whose process never appeared is forgotten after this
     procs: dict[str, LocalProc] = field(default_factory=dict)
 
     # -- adoption ---------------------------------------------------------------------------
     def adopt(self) -> list[str]:
-        """Take over the live workers a previous autoscaler on this host started; forget dead ones."""
-        host, adopted, dead = socket.gethostname(), [], []
+        """Take over the live workers (and recorded, still starting spawns) a previous autoscaler on this host left."""
+        host, adopted, dead, now = socket.gethostname(), [], [], time.time()
         for raw_name, raw in self.r.hgetall(keys.local_workers()).items():
             name, rec = raw_name.decode(), json.loads(raw)
             if rec.get("host") != host or name in self.procs:
                 continue
-            proc = _matching_process(int(rec["pid"]), name)
-            if proc is None:
+            p = LocalProc(name, rec["service"], int(rec.get("pid") or 0), bool(rec.get("standby")), rec.get("log", ""), float(rec.get("started_at", 0)),
+                          gpus=rec.get("gpus", ""), start_by=float(rec.get("start_by") or 0), term=int(rec.get("term") or 0))
+            p.proc = _adoptable(p, now, self.find_grace)
+            if p.proc is None and not (p.pid == 0 and p.start_by and now < p.started_at + self.find_grace):
                 dead.append(name)
                 continue
-            self.procs[name] = LocalProc(name, rec["service"], proc.pid, bool(rec.get("standby")), rec.get("log", ""), float(rec.get("started_at", 0)), proc=proc, gpus=rec.get("gpus", ""))
+            p.pid = p.proc.pid if p.proc else 0
+            self.procs[name] = p
             adopted.append(name)
         if dead:
             self.r.hdel(keys.local_workers(), *dead)
@@ -143,6 +163,10 @@ class LocalBackend(WorkerBackend):
         argv = self.command(service, name, standby)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name.split('@')[0]}.log"
+        now = time.time()
+        p = LocalProc(name, service, 0, standby, str(log_path), now, gpus=env.get("CUDA_VISIBLE_DEVICES", ""), start_by=now + self.start_timeout,
+                      term=self.fence.term if self.fence else 0)
+        self._write(name, p.record(), f"spawn {name}")  # before the fork: a successor counts it even if we die now
         popen = None
         try:
             if self.template is not None and self.command is scalejob_command:
@@ -152,10 +176,11 @@ class LocalBackend(WorkerBackend):
                     popen = subprocess.Popen(argv, env={**os.environ, **env}, cwd=self.cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
                 pid = popen.pid
         except OSError as exc:
+            self.r.hdel(keys.local_workers(), name)
             raise BackendError(f"{service}: cannot start worker {argv[0]!r}: {exc}") from None
-        p = LocalProc(name, service, pid, standby, str(log_path), time.time(), popen=popen, proc=_process(pid), gpus=env.get("CUDA_VISIBLE_DEVICES", ""))
+        p.pid, p.popen, p.proc = pid, popen, _process(pid)
         self.procs[name] = p
-        self.r.hset(keys.local_workers(), name, p.record())
+        self._update(p)  # only if still there: a newer leader may have expired the entry meanwhile
         log.info("started worker %s (pid %d%s), log %s", name, p.pid, ", standby" if standby else "", log_path)
         return p.handle()
 
@@ -164,6 +189,7 @@ class LocalBackend(WorkerBackend):
         if p is not None:
             if p.draining:
                 return
+            self.check_fence(f"drain {handle.name}")
             p.draining = True
         if self.cancel_consumer is not None:
             self.cancel_consumer(handle.service, handle.name)
@@ -172,12 +198,37 @@ class LocalBackend(WorkerBackend):
         p = self.procs.get(handle.name)
         if p is None or p.stopping_at is not None:
             return
+        self.check_fence(f"stop {p.name}")
+        if not p.pid:  # recorded, its process not found yet: nothing to signal, nothing to wait for
+            self._forget(p.name)
+            return
         p.draining, p.stopping_at = True, time.monotonic()
         _signal(p.pid, signal.SIGTERM)
         log.info("warm shutdown of worker %s (pid %d)", p.name, p.pid)
 
+    def started(self, handle: WorkerHandle) -> None:
+        """The worker registered: it is no longer a spawn that may be reaped for not starting."""
+        p = self.procs.get(handle.name)
+        if p is not None and p.start_by:
+            p.start_by = 0.0
+            self._update(p)
+
+    def abandon(self, handle: WorkerHandle) -> None:
+        """A spawn that never registered by ``start_by``: kill it (it cannot hold a task) and drop its record."""
+        p = self.procs.get(handle.name)
+        if p is None:
+            return
+        self.check_fence(f"reap {p.name}")
+        if p.pid:
+            log.warning("worker %s (pid %d) did not register within %.0fs of its spawn; killing it", p.name, p.pid, self.start_timeout)
+            _signal(-p.pid, signal.SIGKILL)
+        self._forget(p.name)
+
     def stop_all(self, timeout: float | None = None) -> bool:
-        """Warm-shutdown every worker and wait up to ``timeout`` s (None: until they exit)."""
+        """Warm-shutdown every worker and wait up to ``timeout`` s (None: until they exit).
+
+        Unfenced: this runs as the autoscaler exits, after it gave the lock back on purpose."""
+        self.fence = None
         for p in list(self.procs.values()):
             self.stop(p.handle())
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -191,11 +242,39 @@ class LocalBackend(WorkerBackend):
             self.template.close()
 
     # -- internals --------------------------------------------------------------------------
+    def _write(self, name: str, value: str | None, what: str) -> None:
+        """Record (or drop, ``value`` None) a process entry; fenced to our leader term when we have one."""
+        if self.fence is not None:
+            self.fence.write(keys.local_workers(), name, value, what)
+        elif value is None:
+            self.r.hdel(keys.local_workers(), name)
+        else:
+            self.r.hset(keys.local_workers(), name, value)
+
+    def _update(self, p: LocalProc) -> None:
+        self.r.eval(lua("hset_if_present"), 1, keys.local_workers(), p.name, p.record())
+
+    def _forget(self, name: str) -> None:
+        self.procs.pop(name, None)
+        self.r.hdel(keys.local_workers(), name)
+
+    def _resolve(self, p: LocalProc) -> bool:
+        """A recorded spawn without a pid (its leader died around the fork): find it by name; False once given up."""
+        proc = _find_process(p.name)
+        if proc is not None:
+            p.pid, p.proc = proc.pid, proc
+            self._update(p)
+            return True
+        return time.time() < p.started_at + self.find_grace
+
     def _reap(self) -> None:
         """Forget exited processes; force-kill a stuck shutdown that holds no task."""
         gone = []
         for name, p in self.procs.items():
-            if not p.alive():
+            if not p.pid:
+                if not self._resolve(p):
+                    gone.append(name)
+            elif not p.alive():
                 gone.append(name)
             elif p.stopping_at is not None and time.monotonic() - p.stopping_at > self.force_after and not self.is_busy(name):
                 log.warning("worker %s did not exit %.0fs after SIGTERM and holds no task; killing it", name, self.force_after)
@@ -214,8 +293,9 @@ def recorded_processes(r: redis.Redis) -> list[psutil.Process]:
     """
     host, out = socket.gethostname(), []
     for raw_name, raw in r.hgetall(keys.local_workers()).items():
-        rec = json.loads(raw)
-        proc = _matching_process(int(rec["pid"]), raw_name.decode()) if rec.get("host") == host else None
+        rec, name = json.loads(raw), raw_name.decode()
+        pid = int(rec.get("pid") or 0)
+        proc = (_matching_process(pid, name) if pid else _find_process(name)) if rec.get("host") == host else None
         if proc is not None:
             try:
                 out += [proc, *proc.children(recursive=True)]
@@ -239,6 +319,37 @@ def _matching_process(pid: int, name: str) -> psutil.Process | None:
             return None
     except psutil.Error:
         return None
+    return proc
+
+
+def _find_process(name: str) -> psutil.Process | None:
+    """The live worker process named ``name`` (its command line carries it), whatever its pid."""
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if name in " ".join(proc.info["cmdline"] or []) and proc.status() != psutil.STATUS_ZOMBIE:
+                return proc
+        except psutil.Error:
+            continue
+    return None
+
+
+def _adoptable(p: LocalProc, now: float, grace: float) -> psutil.Process | None:
+    """The process of a recorded worker, if it still runs.
+
+    A starting entry may name a child the template forked that has not set its title yet (its
+    command line is still the template's): a process with that pid created after the record was
+    written, while the spawn is young, is taken as the worker.
+    """
+    if not p.pid:
+        return _find_process(p.name)
+    proc = _matching_process(p.pid, p.name)
+    if proc is None and p.start_by and now < p.started_at + grace:
+        young = _process(p.pid)
+        try:
+            if young is not None and young.create_time() >= p.started_at - 1 and young.status() != psutil.STATUS_ZOMBIE:
+                return young
+        except psutil.Error:
+            return None
     return proc
 
 
