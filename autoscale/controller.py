@@ -134,7 +134,7 @@ class Controller:
 
             views, free_gpus = with_gpu(views, snap), snap.free_gpus()
         obs = Observation(waiting=waiting, running=workers.running, workers=views, free_gpus=free_gpus)
-        state = self.states.get(t.service) or PolicyState(current=sum(1 for v in views if v.state in CONSUMING))
+        state = self.states.get(t.service) or _fresh_state(views, now)
         decision, self.states[t.service] = decide(obs, state, t.cfg, now)
         actions = self.act(t, decision, replace(workers, views=views), handles, snap)
         self._roll(t, decision, everyone, handles, rolling, actions)
@@ -165,9 +165,14 @@ class Controller:
         activated = {name for name in (*d.activate, *self.pending) if name in views and name not in victims and self._activate(t, name, workers, actions)}
         consuming = sum(1 for v in views.values() if v.state in CONSUMING and v.healthy and v.name not in victims) + sum(1 for n in activated if views[n].state == "standby")
         standby = sum(1 for v in views.values() if v.state == "standby" and v.healthy and v.name not in victims and v.name not in activated)
-        self._spawn(t, d.desired - consuming, {}, snap, actions)
+        # ``max`` bounds live instances, not consumers: a drained worker finishing its task (or one
+        # just told to stop) still holds its process, pod and GPU, so a replacement waits for it.
+        room = t.cfg.max - len(views)
+        spawn_now = max(min(d.desired - consuming, room), 0)
+        self._spawn(t, spawn_now, {}, snap, actions)
+        room -= spawn_now
         if not activated:  # a replacement standby starts next tick: its start must not steal CPU from the one just activated
-            self._spawn(t, d.standby - standby, {"SCALEJOB_STANDBY": "1"}, snap, actions)
+            self._spawn(t, min(d.standby - standby, room), {"SCALEJOB_STANDBY": "1"}, snap, actions)
         return actions
 
     # -- actions -----------------------------------------------------------------------------
@@ -342,6 +347,17 @@ def _wait(pubsub: Any, stop: threading.Event, until: float) -> None:
                 return
         except redis.RedisError:
             time.sleep(min(left, 0.25))
+
+
+def _fresh_state(views: tuple[Any, ...], now: float) -> PolicyState:
+    """The policy state of a leader that has none (it just took over): keep the adopted size.
+
+    Why seed the stabilization window too: without it a new leader that adopts workers in the
+    gap between two tasks scales them in at once and spawns again a tick later (churn, and a
+    drained worker still finishing its task beside the replacement).
+    """
+    current = sum(1 for v in views if v.state in CONSUMING)
+    return PolicyState(history=((now, current),), current=current)
 
 
 def _by_state(views: Any) -> dict[str, int]:

@@ -25,8 +25,15 @@ MAX = 3
 
 
 def stand_in(service: str, name: str, standby: bool) -> list[str]:
-    """A process that looks like worker ``name`` of ``service`` and never registers."""
-    return [sys.executable, "-c", "import time; time.sleep(120)", "worker", service, "--name", name]
+    """A process that looks like worker ``name`` of ``service``, never registers, and takes long to stop (SIGTERM ignored)."""
+    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(120)"
+    return [sys.executable, "-c", code, "worker", service, "--name", name]
+
+
+def ignores_sigterm(pid: int) -> bool:
+    status = open(f"/proc/{pid}/status").read()
+    mask = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigIgn:")), 16)
+    return bool(mask & (1 << (signal.SIGTERM - 1)))
 
 
 def live(service: str) -> set[int]:
@@ -148,3 +155,18 @@ def test_a_leader_whose_term_is_over_cannot_spawn_or_stop(stack: Stack, service:
     assert live(service.name) == {h.pid}, "the refused spawn forked nothing and the refused stop signalled nothing"
     # even if the old leader gets the lock again later, it is a new term: its old term's writes stay refused
     assert [x.name for x in new.backend.list(service.name)] == [h.name], "the new leader adopted the old one's worker"
+
+
+def test_max_bounds_live_instances_so_a_worker_still_stopping_is_not_replaced_beside_it(stack: Stack, service: Any) -> None:
+    """A new leader scaled in a worker in the gap between two tasks, then load came back: 4 processes for max 3."""
+    scaler = leader(stack)
+    assert len(spawns(tick(scaler), service.name)) == MAX
+    [victim, *_] = scaler.backend.list(service.name)
+    wait_for(lambda: ignores_sigterm(victim.pid), 10, what="the stand-in to install its SIGTERM handler")
+    scaler.backend.stop(victim)  # told to stop; it finishes what it runs (here: ignores SIGTERM) and stays alive
+    for _ in range(3):
+        assert spawns(tick(scaler), service.name) == [], "no replacement while the stopping worker still runs"
+    assert len(live(service.name)) == MAX
+    psutil.Process(victim.pid).kill()  # it exits: now the replacement starts
+    wait_for(lambda: spawns(tick(scaler), service.name), 5, interval=0.2, what="the replacement once the stopping worker is gone")
+    assert len(live(service.name)) == MAX

@@ -95,7 +95,7 @@ class LocalProc:
 
     def record(self) -> str:
         return json.dumps({"pid": self.pid, "host": socket.gethostname(), "service": self.service, "standby": self.standby, "log": self.log_path,
-                           "started_at": self.started_at, "gpus": self.gpus, "term": self.term, "start_by": self.start_by})
+                           "started_at": self.started_at, "gpus": self.gpus, "term": self.term, "start_by": self.start_by, "stopping": self.stopping_at is not None})
 
     def alive(self) -> bool:
         if self.popen is not None and self.popen.poll() is not None:
@@ -134,6 +134,8 @@ class LocalBackend(WorkerBackend):
             p = LocalProc(name, rec["service"], int(rec.get("pid") or 0), bool(rec.get("standby")), rec.get("log", ""), float(rec.get("started_at", 0)),
                           gpus=rec.get("gpus", ""), start_by=float(rec.get("start_by") or 0), term=int(rec.get("term") or 0))
             p.proc = _adoptable(p, now, self.find_grace)
+            if rec.get("stopping"):  # its predecessor already told it to stop: it is on its way out, not starting
+                p.draining, p.stopping_at = True, time.monotonic()
             if p.proc is None and not (p.pid == 0 and p.start_by and now < p.started_at + self.find_grace):
                 dead.append(name)
                 continue
@@ -204,6 +206,7 @@ class LocalBackend(WorkerBackend):
             return
         p.draining, p.stopping_at = True, time.monotonic()
         _signal(p.pid, signal.SIGTERM)
+        self._update(p)
         log.info("warm shutdown of worker %s (pid %d)", p.name, p.pid)
 
     def started(self, handle: WorkerHandle) -> None:
