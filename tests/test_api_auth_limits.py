@@ -40,7 +40,7 @@ def test_token_never_in_logs_or_records(stack: Stack, api: ApiServer) -> None:
         stack.wait_done(rid)
         assert http.get(f"/api/requests/{rid}").json()["state"] == "succeeded"
         http.get(f"/api/predict/{spec.name}/sink", params={"_attrs_": "true"})
-        assert http.post(f"/api/predict/{spec.name}", content=b"x").status_code == 400
+        assert http.post(f"/api/predict/{spec.name}", params={"taskType": "nope"}, content=b"x").status_code == 400
     with api.client("Bearer wrong-secret-abcdef") as http:
         http.get(f"/api/requests/{rid}")
     with api.client(ADMIN_TOKEN) as http:
