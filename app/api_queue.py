@@ -291,6 +291,11 @@ async def commit(request: Request, service: str, is_sink: bool) -> Response:
 # --- routes ----------------------------------------------------------------------------------------
 def _routes(path: str, is_sink: bool) -> None:
     async def do_put(request: Request, service: str) -> Response:
+        if not is_sink:
+            from app import api_predict  # it builds on this module's helpers
+
+            if api_predict.is_sync(request):
+                return await api_predict.predict(request, service)
         return await put(request, service, is_sink)
 
     async def do_get(request: Request, service: str) -> Response:
@@ -311,7 +316,7 @@ def _routes(path: str, is_sink: bool) -> None:
     q = {"in": "query", "required": False, "schema": {"type": "string"}}
     common = [{"name": n, **q} for n in ("_index_", "requestId")]
     docs = {  # the EAS parameters, so the OpenAPI schema (and schemathesis) know them
-        "POST": {"parameters": [{"name": "taskType", **q}, {"name": "tenant", **q}],
+        "POST": {"parameters": [{"name": n, **q} for n in ("taskType", "tenant", "_sync_", "_timeout_")],
                  "requestBody": {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}},
         "GET": {"parameters": common + [{"name": n, **q} for n in ("_length_", "_timeout_", "_auto_delete_", "_attrs_", "_search_")]},
         "PUT": {"parameters": [{"name": "_indexes_", **q}]},

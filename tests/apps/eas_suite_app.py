@@ -2,7 +2,8 @@
 
 ``test_watch_with_inference_service_*`` put ``[{}]`` on the input queue and check that each
 result is a JSON list holding one object with two keys. POST any body to ``/``: the answer is
-``[{"echo": <body as text>, "ok": true}]``. Standard library only.
+``[{"echo": <body as text>, "ok": true}]``; a body ``status:NNN`` gets that HTTP status (and
+``"ok": false``). Standard library only.
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802 - http.server naming
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        data = json.dumps([{"echo": body.decode("utf-8", errors="replace"), "ok": True}]).encode()
-        self.send_response(200)
+        status = 200
+        if body.startswith(b"status:"):  # for the synchronous-predict tests: answer with that status
+            status = int(body[7:10])
+        data = json.dumps([{"echo": body.decode("utf-8", errors="replace"), "ok": status == 200}]).encode()
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
