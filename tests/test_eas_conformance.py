@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from tests.apiserver import ApiServer, api, eas_python, run_eas  # noqa: F401
 from tests.conftest import Stack
+from tests.helpers import free_port
 
 TOKEN = "svc-token-conformance-0123"
 
@@ -67,3 +68,37 @@ def test_empty_get_with_client_defaults_answers_before_the_client_times_out(stac
     """, host=api.host, token=TOKEN, svc=spec.name, timeout=120)
     assert got["index"][1] == [] and got["index"][0] < 6, got
     assert got["unknown_id"][1] == [] and got["unknown_id"][0] < 1, got
+
+
+def test_the_client_methods_the_other_tests_leave_out(stack: Stack, api: ApiServer, eas_python: str) -> None:
+    """delete, search (found / absent), get with tags and length, watch with index_only and a tag filter."""
+    spec = deploy_query(stack)
+    got = run_eas(eas_python, """
+        q = client(ARGS["svc"] + "/sink")
+        idx = [q.put(f"m{i}", tags={"color": "red" if i % 2 else "blue"})[0] for i in range(6)]
+        deleted = q.delete([int(idx[0])])
+        found, absent = q.search(int(idx[1])), q.search(999999)
+        reds = [d.data.decode() for d in q.get(index=0, length=10, auto_delete=False, tags={"color": "red"})]
+        w = q.watch(0, 10, index_only=True, auto_commit=True, tags={"color": "blue"})
+        seen = []
+        for df in w.run():
+            seen.append([df.index, df.data.decode(), dict(df.tags)])
+            if len(seen) == 2:
+                break
+        w.close()
+        inq = client(ARGS["svc"])
+        put_index, rid = inq.put("[{}]")  # no taskType: the service takes queries only
+        out({"idx": idx, "deleted": deleted, "found": found, "absent": absent, "reds": reds, "seen": seen,
+             "put_index": put_index, "mirror": [d.tags["taskType"] for d in inq.get(request_id=rid, auto_delete=False)]})
+    """, host=api.host, token=TOKEN, svc=spec.name)
+    assert got["deleted"] == "OK" and got["found"]["IsPending"] is False and got["absent"] == {}
+    assert got["reds"] == ["m1", "m3", "m5"]
+    assert [s[0] for s in got["seen"]] == [int(got["idx"][2]), int(got["idx"][4])], "m0 was deleted; only blue ones"
+    assert all(s[1] == "" and s[2] == {} for s in got["seen"]), "index_only frames carry no data or tags"
+    assert got["put_index"] == "1" and got["mirror"] == ["query"]
+
+
+def deploy_query(stack: Stack):  # noqa: ANN201
+    """A query-only service (no worker needed: nothing here waits for a result)."""
+    return stack.deploy({"containers": [{"command": "true", "port": free_port()}],
+                         "metadata": {"name": stack.service_name("q"), "token": TOKEN, "task_types": ["query"]}})
