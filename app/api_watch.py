@@ -8,9 +8,9 @@ again unless someone takes it back. The rules, each closing one way to lose a me
   flight when it left) is released to the group at once, never sent, never committed;
 - an entry whose send failed is released likewise; auto-commit commits only frames written;
 - every watcher first takes over entries pending on other consumers of its group for
-  :data:`RECLAIM_IDLE_MS` (``XAUTOCLAIM``): a consumer that left without committing (client crash,
-  API process killed) loses them to the next watcher. A live watcher refreshes the idle time of
-  its own pending entries every :data:`HEARTBEAT_S`, so a slow but connected consumer keeps them.
+  ``SCALEJOB_WATCH_RECLAIM_S`` (``XAUTOCLAIM``): a consumer that left without committing (client
+  crash, API process killed) loses them to the next watcher. A live watcher refreshes the idle time
+  of its own pending entries every :func:`heartbeat_s`, so a slow but connected consumer keeps them.
 
 So watch is at-least-once: a redelivered message has its original index, tags and data, may come
 after newer ones, and may be one the first consumer already processed but had not committed.
@@ -30,10 +30,19 @@ from starlette.websockets import WebSocketState
 
 from app import eas_proto, sink
 from app.api_queue import HEADER_GID, HEADER_UID, Target, bool_param, frame, int_param, resolve, split_params
+from app.settings import get_settings
 
-RECLAIM_IDLE_MS = 30_000  # a consumer silent this long is gone: its uncommitted entries go to another
-HEARTBEAT_S = 5.0  # how often a live watcher marks its own pending entries fresh (well under the above)
 BLOCK_MS = 500  # one blocking read; also the longest a released entry waits for a blocked watcher
+
+
+def reclaim_idle_ms() -> int:
+    """Idle time after which an entry pending on another consumer is taken over (the consumer is gone)."""
+    return int(get_settings().watch_reclaim_s * 1000)
+
+
+def heartbeat_s() -> float:
+    """How often a live watcher marks its own pending entries fresh: well inside the reclaim bound."""
+    return min(5.0, get_settings().watch_reclaim_s / 4)
 
 
 async def watch(ws: WebSocket, service: str, is_sink: bool) -> None:
@@ -80,7 +89,7 @@ async def _deliver(ws: WebSocket, t: Target, group: str, consumer: str, window: 
     q = t.queue
     pending, cursor, beat = True, "0-0", time.monotonic()  # first: our own uncommitted from an earlier connection
     while alive():
-        if time.monotonic() - beat >= HEARTBEAT_S:
+        if time.monotonic() - beat >= heartbeat_s():
             await run_in_threadpool(q.touch, group, consumer, window)
             beat = time.monotonic()
         room = window if auto_commit or pending else window - await run_in_threadpool(q.inflight, group, consumer, window)
@@ -91,7 +100,7 @@ async def _deliver(ws: WebSocket, t: Target, group: str, consumer: str, window: 
             msgs = await run_in_threadpool(q.read_group, group, consumer, None, None, True)
             pending = False
         else:
-            msgs, cursor = await run_in_threadpool(q.next_for, group, consumer, room, BLOCK_MS, RECLAIM_IDLE_MS, cursor)
+            msgs, cursor = await run_in_threadpool(q.next_for, group, consumer, room, BLOCK_MS, reclaim_idle_ms(), cursor)
         if not msgs:
             continue
         skipped = [m.index for m in msgs if not all(m.tags.get(k) == v for k, v in tags.items())]

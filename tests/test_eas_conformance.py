@@ -47,6 +47,45 @@ def test_a_watcher_that_disconnects_strands_nothing(stack: Stack, api: ApiServer
     assert got["left"] == "0", "every message was committed by the watcher that received it"
 
 
+def test_uncommitted_messages_of_a_gone_watcher_are_redelivered_and_a_live_one_keeps_its_own(stack: Stack, eas_python: str) -> None:
+    """Finding 1, manual commit: pending past the reclaim bound on a gone consumer -> next watcher; a live one keeps it."""
+    stack.env["SCALEJOB_WATCH_RECLAIM_S"] = "2"
+    api = ApiServer(stack)
+    spec = stack.deploy(stack.command_spec(token=TOKEN))
+    got = run_eas(eas_python, """
+        import websocket
+        from eas_prediction.queue_client import DataFrameCodec
+        def connect(q, window):
+            w = q.watch(0, window, auto_commit=False)
+            return websocket.create_connection(w.url, header=w.headers, timeout=8)
+        def recv(sock, timeout):
+            sock.settimeout(timeout)
+            try:
+                df = DataFrameCodec.decode(sock.recv())
+                return [df.index, df.data.decode()]
+            except websocket.WebSocketTimeoutException:
+                return None
+        q = client(ARGS["svc"] + "/sink")
+        q.put("held")
+        holder = connect(q, 1)
+        held = recv(holder, 8)
+        q.put("next")
+        b = client(ARGS["svc"] + "/sink")
+        bsock = connect(b, 5)
+        first = recv(bsock, 8)
+        while_alive = recv(bsock, 4)  # twice the reclaim bound: the live holder keeps its message
+        holder.abort()  # gone without committing
+        redelivered = recv(bsock, 8)
+        b.commit([m[0] for m in (first, redelivered) if m])
+        out({"held": held, "first": first, "while_alive": while_alive, "redelivered": redelivered,
+             "left": b.attributes()["stream.length"]})
+    """, host=api.host, token=TOKEN, svc=spec.name)
+    assert got["held"] == [1, "held"] and got["first"] == [2, "next"], got
+    assert got["while_alive"] is None, f"a connected watcher lost its uncommitted message: {got}"
+    assert got["redelivered"] == [1, "held"], f"the gone watcher's message was not redelivered: {got}"
+    assert got["left"] == "0"
+
+
 def test_empty_get_with_client_defaults_answers_before_the_client_times_out(stack: Stack, api: ApiServer, eas_python: str) -> None:
     """Finding 2: default ``_timeout_=5s`` equals the client's 5 s read timeout: answer ``[]`` a margin before."""
     spec = stack.deploy(stack.command_spec(token=TOKEN))
