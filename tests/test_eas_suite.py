@@ -10,6 +10,7 @@ depends on what another left behind.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -33,27 +34,32 @@ CASES = {  # name -> deadline (s): the two 2000-message cases move 2000 puts and
     "test_watch_with_manual_commit": 30,
     "test_watch_with_two_watcher": 30,
 }
+WHOLE_FILE = "*"  # all 9 in one process, one service, as ``python -m unittest`` runs the file
+WHOLE_FILE_ENV = "SCALEJOB_EAS_SUITE_ONE_PROCESS"
 
 
-@pytest.mark.timeout(200)
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("case", [*CASES, WHOLE_FILE])
 def test_eas_client_suite_case(case: str, stack: Stack, api: ApiServer, eas_python: str) -> None:
+    if case == WHOLE_FILE and not os.environ.get(WHOLE_FILE_ENV):
+        pytest.skip(f"the whole file in one process repeats the 9 cases (~1 min): set {WHOLE_FILE_ENV}=1")
     port = free_port()
     spec = stack.deploy({
         "containers": [{"command": f"{sys.executable} {APP} --port {port}", "port": port}],
         "metadata": {"name": stack.service_name("qservice"), "token": TOKEN, "task_types": ["query"], "rpc.worker_threads": 4},
     })
-    if "inference" in case:
+    if "inference" in case or case == WHOLE_FILE:
         stack.start_worker(spec.name)
         stack.wait_workers(spec.name, 1, state="idle", timeout=60)
     args = {"host": api.host, "queue": spec.name, "token": TOKEN, "case": case}
-    log = stack.tmp / f"{case}.log"
+    log = stack.tmp / "suite.log"
+    deadline = CASES.get(case, 180)
     with open(log, "w") as fh:
         proc = subprocess.Popen([eas_python, str(RUNNER), json.dumps(args)], stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT)
         try:
-            rc = proc.wait(timeout=CASES[case])
+            rc = proc.wait(timeout=deadline)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-            pytest.fail(f"{case} still running after {CASES[case]} s:\n{log.read_text()[-3000:]}")
+            pytest.fail(f"{case} still running after {deadline} s:\n{log.read_text()[-3000:]}")
     assert rc == 0, f"{case} failed (rc {rc}):\n{log.read_text()[-3000:]}\n--- api ---\n{api.output()[-2000:]}"

@@ -1,7 +1,7 @@
 """Run one test of the EAS client's own ``test_queue_client.py`` against a scalejob API (in the eas venv).
 
-Usage: ``<eas venv python> run_case.py '{"host", "queue", "token", "case"}'``. Exit status 0 when
-the case passed. Why not a vendored copy: the file ships in the ``eas-prediction`` 0.36 wheel that
+Usage: ``<eas venv python> run_case.py '{"host", "queue", "token", "case"}'`` (``case`` ``*``: every
+test, in one process). Exit status 0 when the case passed. Why not a vendored copy: the file ships in the ``eas-prediction`` 0.36 wheel that
 the ``eas_python`` fixture installs anyway (so it is there whenever the client is), and it is
 GPL-3.0 while scalejob is Apache-2.0. It is read from the installed package, its SHA-256 checked
 against the 0.36 release, and only the four settings at its top are substituted: endpoint, input
@@ -52,7 +52,9 @@ def load(args: dict[str, str]) -> object:
 def main() -> int:
     args = json.loads(sys.argv[1])
     module = load(args)
-    suite = unittest.defaultTestLoader.loadTestsFromName(f"QueueClientTestCase.{args['case']}", module)
+    loader = unittest.defaultTestLoader
+    case = args["case"]  # "*": the whole file in this one process, in unittest's order
+    suite = loader.loadTestsFromTestCase(module.QueueClientTestCase) if case == "*" else loader.loadTestsFromName(f"QueueClientTestCase.{case}", module)
     result = unittest.TextTestRunner(stream=sys.stdout, verbosity=2).run(suite)
     return 0 if result.wasSuccessful() else 1
 
