@@ -5,14 +5,12 @@ queue, the verb and the ``_x_`` query parameters pick the operation, every other
 parameter is a tag. Replies are protobuf (``app.eas_proto``) unless the client sends
 ``Accept: application/json``. A put on the input queue goes through :func:`app.inqueue.put`
 (record + Celery message, answered only after the broker took it); a put on the output queue
-just appends to the sink. Watch is a WebSocket sending one ``DataFrameProto`` per message.
+just appends to the sink. Watch (``app.api_watch``) is a WebSocket sending one ``DataFrameProto`` per message.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import time
 import uuid
 from dataclasses import dataclass
@@ -21,9 +19,8 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request, Response, WebSocket
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.concurrency import run_in_threadpool
-from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from app import auth, eas_proto, inqueue, queues, services, sink
+from app import auth, eas_proto, inqueue, keys, queues, services, sink
 from app.connections import endpoints, state_redis
 from app.settings import get_settings
 from app.specs import ServiceSpec
@@ -203,6 +200,20 @@ async def put(request: Request, service: str, is_sink: bool) -> Response:
 
 
 # --- get / attributes / search -----------------------------------------------------------------
+LONG_POLL_MARGIN_S = 1.0
+
+
+def long_poll(requested: float) -> float:
+    """How long an empty get waits: a margin short of ``_timeout_``.
+
+    Why: the EAS client sends ``_timeout_=5s`` with a 5 s read timeout of its own; held for the
+    full 5 s, the answer lands after the client gave up, and it retries 5 times (30 s, then 502).
+    Answering ``[]`` up to a second (a fifth of short timeouts) early fits any client whose read
+    timeout is at least ``_timeout_``.
+    """
+    return max(0.0, requested - min(LONG_POLL_MARGIN_S, requested / 5))
+
+
 def _get(t: Target, control: dict[str, str], tags: dict[str, str], as_json: bool) -> Response:
     if bool_param(control, "_attrs_", False):
         return JSONResponse(t.queue.attributes())
@@ -215,10 +226,12 @@ def _get(t: Target, control: dict[str, str], tags: dict[str, str], as_json: bool
     if bool_param(control, "_watch_", False):
         raise HTTPException(400, "_watch_ needs a WebSocket connection (ws://.../api/predict/<queue>?_watch_=true)")
     try:
-        timeout = queues.parse_timeout(control.get("_timeout_"), default=0.0)
+        timeout = long_poll(queues.parse_timeout(control.get("_timeout_"), default=0.0))
     except ValueError:
         raise HTTPException(400, f"_timeout_ must look like 5s, 500ms or 1m, got {control.get('_timeout_')!r}") from None
     request_id = tags.pop("requestId", None)
+    if request_id is not None and not state_redis().exists(keys.request(request_id)):
+        timeout = 0.0  # no request has this id: its result can't come, answer [] now (see long_poll)
     msgs = t.queue.get(
         start=int_param(control, "_index_", 0),
         length=int_param(control, "_length_", 1, low=1, high=10_000),
@@ -275,62 +288,14 @@ async def commit(request: Request, service: str, is_sink: bool) -> Response:
     return PlainTextResponse("OK")
 
 
-# --- watch ---------------------------------------------------------------------------------------
-async def watch(ws: WebSocket, service: str, is_sink: bool) -> None:
-    """Stream the queue to one consumer, at most ``_window_`` uncommitted at a time.
-
-    A reconnecting consumer (same Uid and Gid) first gets back what it was sent and never
-    committed, then new messages: nothing lost, nothing committed is sent twice.
-    """
-    try:
-        t = await run_in_threadpool(resolve, service, is_sink, ws.headers.get("authorization"))
-        control, tags = split_params(ws.query_params)
-        start = int_param(control, "_index_", 0)
-        window = int_param(control, "_window_", 1, low=1, high=10_000)
-        index_only = bool_param(control, "_index_only_", False)
-        auto_commit = bool_param(control, "_auto_commit_", False)
-    except HTTPException as exc:
-        await ws.close(code=1008 if exc.status_code == 401 else 1003, reason=str(exc.detail)[:120])
-        return
-    group = ws.headers.get(HEADER_GID) or "eas"
-    consumer = ws.headers.get(HEADER_UID) or uuid.uuid4().hex
-    await ws.accept()
-    await run_in_threadpool(t.queue.ensure_group, group, start)
-    gone = asyncio.Event()
-
-    async def notice_disconnect() -> None:
-        with contextlib.suppress(Exception):
-            while (await ws.receive())["type"] != "websocket.disconnect":
-                pass
-        gone.set()
-
-    reader = asyncio.create_task(notice_disconnect())
-    pending = True  # first: our own uncommitted messages from an earlier connection
-    try:
-        while not gone.is_set() and ws.client_state == WebSocketState.CONNECTED:
-            room = window if auto_commit or pending else window - await run_in_threadpool(t.queue.inflight, group, consumer, window)
-            if room <= 0:
-                await asyncio.sleep(0.02)
-                continue
-            msgs = await run_in_threadpool(t.queue.read_group, group, consumer, None if pending else room, 500, pending)
-            pending = False
-            skipped = [m.index for m in msgs if not all(m.tags.get(k) == v for k, v in tags.items())]
-            for m in msgs:
-                if m.index not in skipped:
-                    await ws.send_bytes(eas_proto.encode_frame(frame(m, index_only)))
-            if skipped:
-                await run_in_threadpool(t.queue.ack, group, skipped)
-            if auto_commit and msgs:
-                await run_in_threadpool(t.queue.commit, group, [m.index for m in msgs if m.index not in skipped])
-    except (WebSocketDisconnect, RuntimeError, ConnectionError):
-        pass
-    finally:
-        reader.cancel()
-
-
 # --- routes ----------------------------------------------------------------------------------------
 def _routes(path: str, is_sink: bool) -> None:
     async def do_put(request: Request, service: str) -> Response:
+        if not is_sink:
+            from app import api_predict  # it builds on this module's helpers
+
+            if api_predict.is_sync(request):
+                return await api_predict.predict(request, service)
         return await put(request, service, is_sink)
 
     async def do_get(request: Request, service: str) -> Response:
@@ -343,13 +308,15 @@ def _routes(path: str, is_sink: bool) -> None:
         return await delete(request, service, is_sink)
 
     async def do_watch(websocket: WebSocket, service: str) -> None:
+        from app.api_watch import watch  # it builds on this module's helpers
+
         await watch(websocket, service, is_sink)
 
     kind = "output queue" if is_sink else "input queue"
     q = {"in": "query", "required": False, "schema": {"type": "string"}}
     common = [{"name": n, **q} for n in ("_index_", "requestId")]
     docs = {  # the EAS parameters, so the OpenAPI schema (and schemathesis) know them
-        "POST": {"parameters": [{"name": "taskType", **q}, {"name": "tenant", **q}],
+        "POST": {"parameters": [{"name": n, **q} for n in ("taskType", "tenant", "_sync_", "_timeout_")],
                  "requestBody": {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}},
         "GET": {"parameters": common + [{"name": n, **q} for n in ("_length_", "_timeout_", "_auto_delete_", "_attrs_", "_search_")]},
         "PUT": {"parameters": [{"name": "_indexes_", **q}]},

@@ -80,10 +80,14 @@ def put(
     Checks, input-queue mirror, record and message copy are one Lua script (one round trip when
     the broker is the state Redis); then one publish, then the wake-up announcement.
     """
+    allowed = spec.allowed_task_types()
+    if not task_type and len(allowed) == 1:
+        # Unambiguous: EAS asynchronous-inference clients put with no taskType at all.
+        task_type = allowed[0]
     if not task_type:
-        raise PutError(400, "taskType is required (query or command)")
-    if task_type not in spec.allowed_task_types():
-        raise PutError(400, f"taskType {task_type!r} is not accepted by service {spec.name}: use one of {spec.allowed_task_types()}")
+        raise PutError(400, f"taskType is required: service {spec.name} accepts {' or '.join(allowed)}")
+    if task_type not in allowed:
+        raise PutError(400, f"taskType {task_type!r} is not accepted by service {spec.name}: use one of {allowed}")
     if len(payload) > spec.metadata.max_payload_bytes:
         raise PutError(413, f"payload of {len(payload)} bytes is over the service limit of {spec.metadata.max_payload_bytes}")
     depth_keys: list[str] = []

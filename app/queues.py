@@ -28,6 +28,7 @@ return i
 """
 SCAN_CHUNK = 500
 MAX_GET_TIMEOUT = 60.0
+RELEASED_IDLE_MS = 10**12  # "idle since forever": any watcher's next reclaim takes a released entry
 
 
 def parse_timeout(text: str | None, default: float = 5.0) -> float:
@@ -160,6 +161,45 @@ class StreamQueue:
                 else:
                     self.r.xack(self.stream, group, eid)
         return out
+
+    def claim_abandoned(self, group: str, consumer: str, count: int, min_idle_ms: int, cursor: str) -> tuple[list[Message], str]:
+        """Take over up to ``count`` entries pending on other consumers for ``min_idle_ms`` or more.
+
+        Why: a watcher that went away (socket closed, API process killed) leaves what it was sent and
+        never committed pending on its consumer, and the EAS client picks a new uid per ``init()``,
+        so nobody would ever read it again. A live watcher keeps its own entries fresh
+        (:meth:`touch`), so only a gone consumer's entries grow this idle. Returns the messages and
+        the ``XAUTOCLAIM`` cursor to pass next time (it walks the whole pending list over calls).
+        """
+        reply = self.r.xautoclaim(self.stream, group, consumer, min_idle_ms, start_id=cursor, count=count)
+        nxt, entries = reply[0], reply[1]
+        out = []
+        for eid, fields in entries:
+            if fields:
+                out.append(parse_entry(eid, fields))
+            else:  # deleted meanwhile (Redis < 7 still returns it): nothing to deliver
+                self.r.xack(self.stream, group, eid)
+        return out, nxt.decode() if isinstance(nxt, bytes) else str(nxt)
+
+    def next_for(self, group: str, consumer: str, count: int, block_ms: int, min_idle_ms: int, cursor: str) -> tuple[list[Message], str]:
+        """Abandoned entries of the group first (:meth:`claim_abandoned`), else new ones (blocking)."""
+        claimed, cursor = self.claim_abandoned(group, consumer, count, min_idle_ms, cursor)
+        return (claimed or self.read_group(group, consumer, count, block_ms)), cursor
+
+    def release(self, group: str, consumer: str, indexes: list[int]) -> None:
+        """Hand entries ``consumer`` was given but did not deliver back to the group at once.
+
+        Redis has no "unread": the entries stay pending on ``consumer`` with their idle time set far
+        past any reclaim bound, so the next :meth:`claim_abandoned` of any watcher takes them.
+        """
+        if indexes:
+            self.r.xclaim(self.stream, group, consumer, 0, [_sid(i) for i in indexes], idle=RELEASED_IDLE_MS, justid=True)
+
+    def touch(self, group: str, consumer: str, limit: int) -> None:
+        """Reset the idle time of ``consumer``'s pending entries: it is alive, do not reclaim them."""
+        ids = [p["message_id"] for p in self.r.xpending_range(self.stream, group, min="-", max="+", count=limit, consumername=consumer)]
+        if ids:
+            self.r.xclaim(self.stream, group, consumer, 0, ids, justid=True)
 
     def ack(self, group: str, indexes: list[int]) -> None:
         if indexes:

@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     k8s_namespace: str = Field("default", description="Kubernetes backend: namespace of the worker Deployments scalejob-<service>")
     record_ttl: int = Field(7 * 24 * 3600, description="How long request records are kept (s)")
     sink_maxlen: int = Field(100_000, description="Approximate cap of each output queue (entries)")
+    watch_reclaim_s: float = Field(30.0, gt=0, description="Watch: an entry pending this long on a consumer that is gone goes to another watcher of its group")
     key_prefix: str = Field("scalejob", description="Prefix of every Redis key scalejob owns")
 
 

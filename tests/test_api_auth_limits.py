@@ -6,6 +6,7 @@ import socket
 
 from tests.apiserver import ADMIN_TOKEN, ApiServer, api  # noqa: F401
 from tests.conftest import Stack
+from tests.helpers import free_port
 
 TOKEN = "svc-token-auth-0123"
 OTHER = "svc-token-other-4567"
@@ -39,7 +40,7 @@ def test_token_never_in_logs_or_records(stack: Stack, api: ApiServer) -> None:
         stack.wait_done(rid)
         assert http.get(f"/api/requests/{rid}").json()["state"] == "succeeded"
         http.get(f"/api/predict/{spec.name}/sink", params={"_attrs_": "true"})
-        assert http.post(f"/api/predict/{spec.name}", content=b"x").status_code == 400
+        assert http.post(f"/api/predict/{spec.name}", params={"taskType": "nope"}, content=b"x").status_code == 400
     with api.client("Bearer wrong-secret-abcdef") as http:
         http.get(f"/api/requests/{rid}")
     with api.client(ADMIN_TOKEN) as http:
@@ -67,14 +68,29 @@ def test_unknown_service_and_request_are_404(stack: Stack, api: ApiServer) -> No
 
 def test_missing_or_unknown_task_type_is_400(stack: Stack, api: ApiServer) -> None:
     spec = stack.deploy(stack.command_spec(token=TOKEN))
+    both = stack.deploy({"containers": [{"command": "true", "port": free_port()}], "metadata": {"name": stack.service_name("both"), "token": TOKEN}})
     with api.client(TOKEN) as http:
-        missing = http.post(f"/api/predict/{spec.name}", content=b"echo")
+        missing = http.post(f"/api/predict/{both.name}", content=b"echo")
         unknown = http.post(f"/api/predict/{spec.name}", params={"taskType": "query"}, content=b"echo")
         junk = http.post(f"/api/predict/{spec.name}", params={"taskType": "rm -rf"}, content=b"echo")
-    assert missing.status_code == 400 and "taskType" in missing.json()["detail"]
+    detail = missing.json()["detail"]
+    assert missing.status_code == 400 and "taskType" in detail and "query" in detail and "command" in detail
     assert unknown.status_code == 400 and "query" in unknown.json()["detail"]
     assert junk.status_code == 400
-    assert stack.r.llen(f"scalejob.{spec.name}") == 0
+    assert stack.r.llen(f"scalejob.{spec.name}") == 0 and stack.r.llen(f"scalejob.{both.name}") == 0
+
+
+def test_put_without_task_type_on_a_one_type_service_takes_that_type(stack: Stack, api: ApiServer) -> None:
+    """EAS asynchronous-inference clients never send taskType: a service with one task type needs none."""
+    cmd = stack.deploy(stack.command_spec(token=TOKEN))
+    query = stack.deploy({"containers": [{"command": "true", "port": free_port()}],
+                          "metadata": {"name": stack.service_name("q"), "token": TOKEN, "task_types": ["query"]}})
+    with api.client(TOKEN) as http:
+        got = {s.name: http.post(f"/api/predict/{s.name}", content=b"[{}]") for s in (cmd, query)}
+    for name, resp in got.items():
+        assert resp.status_code == 200, resp.text
+    assert stack.record(got[cmd.name].headers["X-Eas-Queueservice-Request-Id"]).task_type == "command"
+    assert stack.record(got[query.name].headers["X-Eas-Queueservice-Request-Id"]).task_type == "query"
 
 
 def test_oversize_body_is_413_before_it_is_read(stack: Stack, api: ApiServer) -> None:

@@ -61,7 +61,11 @@ def test_celery_send_task_is_tracked_and_lands_in_the_output_queue(stack: Stack,
     sent = celery_app.send_task("scalejob.query", kwargs={"service": spec.name, "payload": "direct"}, queue=f"scalejob.{spec.name}")
     got = run_eas(eas_python, """
         sink = client(ARGS["svc"] + "/sink")
-        [df] = sink.get(request_id=ARGS["rid"], timeout="30s", tags={"type": "result"})
+        # sent straight through Celery: the id is unknown (get answers [] at once) until a worker takes it
+        deadline, got = time.time() + 30, []
+        while not got and time.time() < deadline:
+            got = sink.get(request_id=ARGS["rid"], timeout="5s", tags={"type": "result"})
+        [df] = got
         out({"data": df.data.decode(), "tags": dict(df.tags)})
     """, host=api.host, token=TOKEN, svc=spec.name, rid=sent.id)
     assert json.loads(got["data"])["upper"] == "DIRECT" and got["tags"]["statusCode"] == "200"

@@ -57,7 +57,7 @@ def test_queue_client_calls_return_what_eas_returns(stack: Stack, api: ApiServer
     q.put("x")
     assert q.truncate(100) == b"OK" and q.attributes()["stream.length"] == "0" and q.attributes()["stream.lastEntry"] == "6"
     with pytest.raises(QueueError) as bad:
-        client(api, spec.name).put("no task type")
+        client(api, spec.name).put("refused task type", tags={"taskType": "query"})  # a command-only service
     assert bad.value.code == 400 and "taskType" in bad.value.message
 
 
