@@ -28,6 +28,7 @@ from app.settings import get_settings
 from app.specs import ServiceSpec
 from workers import progress_server, spawner
 from workers.command import REAPER
+from workers.leases import fencing_redis
 from workers.registry import Heartbeat
 from workers.userapp import UserApp
 
@@ -117,7 +118,7 @@ def _on_ready(sender: object = None, **_: object) -> None:
     if current is None:
         return
     gpus = os.environ.get("CUDA_VISIBLE_DEVICES", "")  # the devices it was placed on: status and the autoscaler read them
-    hb = Heartbeat(state_redis(), current.name, current.spec.name, state=current.extra.get("state", "idle"), gpus=gpus, spec_hash=services.spec_hash(current.spec))
+    hb = Heartbeat(fencing_redis(), current.name, current.spec.name, state=current.extra.get("state", "idle"), gpus=gpus, spec_hash=services.spec_hash(current.spec))
     current.heartbeat = hb
     hb.start()
     _start_tenant_watcher(current)
