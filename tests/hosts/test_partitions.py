@@ -17,6 +17,7 @@ import pytest
 
 from app.sdk import HEADER_REQUEST_ID
 from tests.apiserver import ApiServer
+from tests.autoscaling import Autoscalers, autoscaled_spec
 from tests.conftest import Stack
 from tests.helpers import ROOT, free_port, wait_for
 from tests.hosts.conftest import FAST, Hosts
@@ -115,6 +116,10 @@ def test_a_paused_worker_that_wakes_after_its_job_moved_has_its_late_outcome_ref
     finally:
         frozen.signal(signal.SIGCONT)  # it reads its app's answer and tries to record it
     wait_for(lambda: records.stale_writes(stack.r) > before, 15, interval=0.05, what="the woken worker's stale outcome to be refused")
+    api = ApiServer(stack)
+    with api.client() as http:
+        scrape = http.get("/metrics").text
+    assert f"scalejob_stale_writes_total {float(records.stale_writes(stack.r))}" in scrape, "the refusals are a metric too"
     rec = stack.wait_done(rid, timeout=60)
     other = next(n for n in names.values() if n != frozen_name(frozen, names))
     assert rec.state == "succeeded" and rec.attempts == 2 and rec.worker == other, rec
@@ -162,19 +167,29 @@ def test_puts_during_a_partition_of_every_worker_host_all_run_once_it_heals(host
 
 def test_a_redis_restart_loses_nothing_and_every_worker_reconnects_within_10s(hosts: Hosts, host_stack: Stack) -> None:
     stack = host_stack
-    spec = stack.deploy(stack.command_spec())
+    spec = stack.deploy(autoscaled_spec(stack, min=2, max=2))  # the autoscaler keeps the two remote workers
     names = two_workers(hosts, stack, spec.name)
-    ids = [stack.put(spec, "command", "sleep 4; echo done") for _ in range(2)]
-    wait_for(lambda: all((r := stack.record(x)) and r.state == "running" for x in ids), 30, what="both tasks running")
-    hosts.stop_redis()  # SIGKILL; AOF with appendfsync always keeps every write it acknowledged
-    hosts.start_redis()
-    t_up, wall_up = time.monotonic(), time.time()
-    wait_for(lambda: {w.name for w in stack.workers(spec.name) if w.heartbeat_at > wall_up} >= set(names.values()), 10,
-             interval=0.1, what="both workers to heartbeat again")
-    reconnected = time.monotonic() - t_up
+    api = ApiServer(stack)
+    autoscalers = Autoscalers(stack)
+    try:
+        autoscalers.wait_leader(autoscalers.start())
+        ids = [stack.put(spec, "command", "sleep 4; echo done") for _ in range(2)]
+        wait_for(lambda: all((r := stack.record(x)) and r.state == "running" for x in ids), 30, what="both tasks running")
+        hosts.stop_redis()  # SIGKILL; AOF with appendfsync always keeps every write it acknowledged
+        hosts.start_redis()
+        t_up, wall_up = time.monotonic(), time.time()
+        wait_for(lambda: {w.name for w in stack.workers(spec.name) if w.heartbeat_at > wall_up} >= set(names.values()), 10,
+                 interval=0.1, what="both workers to heartbeat again")
+        wait_for(lambda: any(d.get("last_at", d["at"]) > wall_up for d in autoscalers.decisions(spec.name)), 10 - (time.monotonic() - t_up),
+                 interval=0.1, what="the autoscaler to decide again")
+        with api.client(token=None) as http:
+            wait_for(lambda: http.get("/healthz").json()["redis"], 10 - (time.monotonic() - t_up), interval=0.1, what="the API's Redis")
+        reconnected = time.monotonic() - t_up
+    finally:
+        autoscalers.close()
     done = [stack.wait_done(x, timeout=60) for x in ids]
     assert [r.state for r in done] == ["succeeded", "succeeded"] and all(r.attempts == 1 for r in done)
     assert all(terminal(stack, spec.name, x) == ["result"] for x in ids)
     later = stack.put(spec, "command", "true")  # and the broker side took them back too
     assert stack.wait_done(later, timeout=20).state == "succeeded"
-    print(f"\nworkers heartbeating again {reconnected:.2f}s after Redis came back")
+    print(f"\nworkers, autoscaler and API all back {reconnected:.2f}s after Redis came back")
