@@ -56,7 +56,8 @@ def namespaces_unavailable() -> str | None:
 
 
 class Forwarder(threading.Thread):
-    """TCP forwarder ``listen`` -> ``target`` in host 0 (workers in namespaces reach RabbitMQ through it)."""
+    """TCP forwarder ``listen`` -> ``target`` in host 0 (workers in namespaces reach RabbitMQ through it).
+    """
 
     def __init__(self, listen: tuple[str, int], target: tuple[str, int]) -> None:
         super().__init__(daemon=True)
