@@ -55,9 +55,16 @@ class Instance:
 current: Instance | None = None
 
 
+# What a command or user app inherits from the worker: enough to find programs, a home, a locale
+# and the GPUs it was placed on. Never the control plane's settings (admin token, Redis and broker
+# URLs with their passwords, cloud credentials): a task is not trusted with them (docs/security.md).
+INHERITED = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TERM",
+             "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES")
+
+
 def base_env(spec: ServiceSpec) -> dict[str, str]:
-    """The environment of the service's processes: this worker's env plus the spec's."""
-    env = dict(os.environ)
+    """The environment of the service's processes: an allowlist of this worker's env, plus the spec's ``env``."""
+    env = {k: v for k, v in os.environ.items() if k in INHERITED or k.startswith("LC_")}
     env.update(spec.app.env_dict())
     env["SCALEJOB_SERVICE"] = spec.name
     return env
