@@ -8,6 +8,7 @@ late writer (a redelivered copy, a cancelled task finishing) cannot move a finis
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -128,6 +129,15 @@ def new_fields(
 
 
 STARTED, FINISHED_OR_CANCELLED, DUPLICATE = 1, 0, -1
+
+# Request ids scalejob makes are uuid4 hex (puts) or uuid4 strings (Celery task ids). One from a
+# broker message is untrusted: it names Redis keys and a progress file, so nothing else passes.
+_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+
+
+def valid_request_id(request_id: object) -> bool:
+    """True for an id that is safe in a key and a file name (no ``/``, no ``..``, bounded)."""
+    return isinstance(request_id, str) and _SAFE_ID.fullmatch(request_id) is not None
 
 
 def release(r: redis.Redis, request_id: str, worker: str) -> None:

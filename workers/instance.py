@@ -184,6 +184,8 @@ def run_worker(service: str, name: str | None = None, loglevel: str = "INFO", st
         "--without-gossip",
     ]
     _per_service_visibility(celery_app, spec)
+    if (celery_app.conf.broker_url or "").startswith(("redis://", "rediss://")):
+        celery_app.conf.broker_transport = "workers.transport:Transport"  # garbage on the list is dropped, not fatal
     if standby and celery_app.conf.broker_url and celery_app.conf.broker_url.startswith(("redis", "unix")):
         # kombu's Redis consumer only adds a queue to its BRPOP when the running BRPOP returns
         # (1 s by default): poll 100x/s while on standby so add_consumer takes effect within ~10 ms.

@@ -234,6 +234,11 @@ def execute(task: Task, kind: str, service: str, payload: str | None, payload_b6
     """Run one request on this instance; returns how it ended (for logs and Flower)."""
     r = state_redis()
     request_id = request_id or task.request.id
+    refusal = _refusal(task, service, request_id)
+    if refusal is not None:  # broker contents are untrusted: nothing of this message reaches a key, a path or a shell
+        log.error("message %s refused: %s", task.request.id, refusal)
+        ackgate.drop(task)
+        return "refused"
     worker = task.request.hostname or "unknown"
     reg = _registry_name(service, worker)
     message = {"task": f"scalejob.{kind}", "queue": keys.celery_queue(service),
@@ -277,6 +282,24 @@ def execute(task: Task, kind: str, service: str, payload: str | None, payload_b6
         if early_acked:
             ackgate.slot_freed()
     return state
+
+
+def _refusal(task: Task, service: object, request_id: object) -> str | None:
+    """Why this delivery must not run here, or None.
+
+    A request id must be safe in a key and a file name; the service must be the one whose queue
+    the message came from (this worker's), or it would run with another service's env and storage.
+    """
+    from workers import instance
+
+    if not records.valid_request_id(request_id):
+        return f"invalid request id {str(request_id)[:80]!r}"
+    cur = instance.current
+    queue = (task.request.delivery_info or {}).get("routing_key") or ""
+    own = keys.celery_queue(str(service))
+    if not isinstance(service, str) or (cur is not None and cur.spec.name != service) or (queue and queue != own and not queue.startswith(own + ".")):
+        return f"service {str(service)[:80]!r} is not the service of queue {queue!r} ({cur.spec.name if cur else 'no instance'}): refused"
+    return None
 
 
 def _registry_name(service: str, worker: str) -> str:
