@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app import api_queue, api_requests, auth, depth, keys, services
+from app import api_queue, api_requests, auth, depth, keys, records, services
 from app import ui
 from app.connections import state_redis
 from app.specs import ServiceSpec, SpecError, parse_spec
@@ -49,6 +49,7 @@ HTTP_SECONDS = Histogram("scalejob_http_request_seconds", "HTTP request latency"
                          buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1, 5))
 WAITING = Gauge("scalejob_queue_waiting", "Tasks waiting on the broker", ["service"], registry=METRICS)
 WORKERS = Gauge("scalejob_workers", "Live workers by state", ["service", "state"], registry=METRICS)
+STALE = Gauge("scalejob_stale_writes_total", "Writes of stale deliveries (an old lease epoch) refused so far", registry=METRICS)
 
 
 class _Measure:
@@ -114,6 +115,7 @@ def healthz() -> dict[str, Any]:
 def metrics(request: Request) -> Response:
     api_queue.authorize(request.headers.get("authorization"), None)
     r = state_redis()
+    STALE.set(records.stale_writes(r))
     for name in services.all_specs(r):
         try:
             WAITING.labels(name).set(depth.waiting(name))

@@ -53,6 +53,10 @@ def requests_index(service: str) -> str:
     return f"{_p()}:{service}:requests"  # zset request_id -> queued_at
 
 
+def stale_writes() -> str:
+    return f"{_p()}:stale_writes"  # counter: outcome/progress/log writes refused from a stale epoch (app/records.py)
+
+
 def request_lease(request_id: str) -> str:
     return f"{_p()}:req:{request_id}:lease"
 

@@ -8,6 +8,7 @@ late writer (a redelivered copy, a cancelled task finishing) cannot move a finis
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,8 +36,9 @@ end
 _FINISH = FINISH_FN + "return finish(KEYS[1], ARGV[1], ARGV[2], {unpack(ARGV, 3)})"
 
 # start(k, a): take the request's lease and mark it running. k: record, lease, running hash.
-# a: worker, now, record ttl, lease ttl (ms), request id. Returns 1 started, 0 finished/cancelled,
-# -1 another delivery holds a live lease (a duplicate: drop it, the holder is running it).
+# a: worker, now, record ttl, lease ttl (ms), request id. Returns the new epoch (>= 1: started; the
+# record's ``attempts`` after the increment, the fencing token of this delivery), 0 finished or
+# cancelled, -1 another delivery holds a live lease (a duplicate: drop it, the holder is running it).
 START_FN = """
 local function start(k, a)
   local s = redis.call('HGET', k[1], 'state')
@@ -46,9 +48,19 @@ local function start(k, a)
   redis.call('SET', k[2], a[1], 'PX', a[4])
   redis.call('HSET', k[3], a[5], a[1])
   redis.call('HSET', k[1], 'state', 'running', 'worker', a[1], 'started_at', a[2], 'progress', '0')
-  redis.call('HINCRBY', k[1], 'attempts', 1)
+  local epoch = redis.call('HINCRBY', k[1], 'attempts', 1)
   redis.call('EXPIRE', k[1], a[3])
-  return 1
+  return epoch
+end
+"""
+# stale(record, counter, epoch): true (and the refusal counted) when ``epoch`` is not the
+# record's current one: a delivery whose lease expired and whose request started again elsewhere
+# (a partition healed) must not write its outcome, progress or log lines over the new attempt's.
+STALE_FN = """
+local function stale(record, counter, epoch)
+  if epoch == '' or redis.call('HGET', record, 'attempts') == epoch then return false end
+  redis.call('INCR', counter)
+  return true
 end
 """
 # release(lease, running, id, worker): drop the lease of a finished or abandoned request.
@@ -118,19 +130,45 @@ def new_fields(
 
 STARTED, FINISHED_OR_CANCELLED, DUPLICATE = 1, 0, -1
 
+# Request ids scalejob makes are uuid4 hex (puts) or uuid4 strings (Celery task ids). One from a
+# broker message is untrusted: it names Redis keys and a progress file, so nothing else passes.
+_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+
+
+def valid_request_id(request_id: object) -> bool:
+    """True for an id that is safe in a key and a file name (no ``/``, no ``..``, bounded)."""
+    return isinstance(request_id, str) and _SAFE_ID.fullmatch(request_id) is not None
+
 
 def release(r: redis.Redis, request_id: str, worker: str) -> None:
     """Drop ``worker``'s lease on the request (after it finished or gave it up)."""
     r.eval(_RELEASE, 2, keys.request_lease(request_id), keys.running(), request_id, worker)
 
 
-def renew_leases(r: redis.Redis, request_ids: list[str]) -> None:
-    """Keep the leases of a live worker's running requests (called by its heartbeat)."""
+_RENEW = """
+local out = {}
+for i, k in ipairs(KEYS) do
+  if redis.call('GET', k) == ARGV[1] then out[i] = redis.call('PEXPIRE', k, ARGV[2]) else out[i] = 0 end
+end
+return out
+"""
+
+
+def renew_leases(r: redis.Redis, request_ids: list[str], worker: str) -> list[str]:
+    """Keep ``worker``'s leases of its running requests (its heartbeat calls this); returns the ids renewed.
+
+    Compare-and-renew: a lease that expired and was taken by another delivery is not extended.
+    """
+    if not request_ids:
+        return []
     ttl = int(get_settings().heartbeat_ttl * 1000)
-    with r.pipeline(transaction=False) as p:
-        for rid in request_ids:
-            p.pexpire(keys.request_lease(rid), ttl)
-        p.execute()
+    flags = r.eval(_RENEW, len(request_ids), *[keys.request_lease(rid) for rid in request_ids], worker, ttl)
+    return [rid for rid, ok in zip(request_ids, flags, strict=True) if ok]
+
+
+def stale_writes(r: redis.Redis) -> int:
+    """How many writes of stale deliveries (an old epoch) were refused so far."""
+    return int(r.get(keys.stale_writes()) or 0)
 
 
 def finish(

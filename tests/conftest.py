@@ -167,9 +167,12 @@ def _point_celery_at(broker_url: str) -> None:
     from app.settings import get_settings
 
     if celery_app.conf.broker_url != broker_url:
+        import kombu.pools
+
         celery_app.conf.update(celery_config(broker_url, get_settings().visibility_timeout))
-        celery_app.pool.force_close_all()
+        kombu.pools.reset()  # close every broker pool *and forget it*: a closed pool kept for a URL fails a later test's publish
         celery_app._pool = None
+        celery_app.amqp._producer_pool = None  # it held a pool of the old URL
 
 
 def dump(obj: Any) -> str:

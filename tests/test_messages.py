@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import pickle
+import shutil
+import tempfile
 import time
+import uuid
+from pathlib import Path
 
+import pytest
 from kombu import Connection, Exchange, Producer, Queue
 
 from tests.conftest import Stack
@@ -58,3 +63,56 @@ def test_malformed_messages_do_not_crash_the_worker(stack: Stack) -> None:
     time.sleep(0.2)
     assert worker.alive()
     assert "no.such.task" in worker.output()
+
+
+def test_a_message_that_is_not_even_a_json_envelope_is_dropped_and_the_worker_survives(stack: Stack) -> None:
+    """Anyone who can LPUSH to the broker's list can send garbage; it must not take the worker down (issue 13, finding 10)."""
+    if not stack.broker_url.startswith("redis"):
+        pytest.skip("a raw list push is a Redis-broker thing")
+    spec = stack.deploy(stack.command_spec())
+    worker = stack.start_worker(spec.name)
+    stack.wait_workers(spec.name, 1, "idle")
+    for junk in (b"not json at all", b"\xff\xfe\x00", b"123", b'{"body": 1}'):
+        stack.r.lpush(f"scalejob.{spec.name}", junk)
+    rid = stack.put(spec, "command", "echo after-junk")
+    assert stack.wait_done(rid).state == "succeeded"
+    assert worker.alive(), worker.output()[-2000:]
+    assert "not a kombu message envelope" in worker.output()
+
+
+def test_a_request_id_that_would_reach_outside_its_directory_is_refused(stack: Stack, tmp_path: Path) -> None:
+    victim_dir = Path(tempfile.gettempdir()) / f"victim-{uuid.uuid4().hex[:8]}"
+    victim_dir.mkdir()
+    victim = victim_dir / "victim.progress"
+    victim.write_text("precious")
+    try:
+        spec = stack.deploy(stack.command_spec())
+        worker = stack.start_worker(spec.name)
+        stack.wait_workers(spec.name, 1, "idle")
+        from app.celery_app import celery_app
+
+        evil = f"../{victim_dir.name}/victim"
+        celery_app.send_task("scalejob.command", kwargs={"service": spec.name, "payload": "true", "request_id": evil}, queue=f"scalejob.{spec.name}")
+        wait_for(lambda: "invalid request id" in worker.output(), 20, what="the refusal to be logged")
+        assert victim.read_text() == "precious"
+        assert not stack.r.exists(f"{stack.prefix}:req:{evil}"), "no key was made from it either"
+        rid = stack.put(spec, "command", "echo fine")
+        assert stack.wait_done(rid).state == "succeeded" and worker.alive()
+    finally:
+        shutil.rmtree(victim_dir, ignore_errors=True)
+
+
+def test_a_message_for_another_service_on_this_services_queue_is_refused(stack: Stack) -> None:
+    """Service B's queue carrying ``service: A``: B's worker must not run it as A (A's env, A's storage)."""
+    a = stack.deploy(stack.command_spec())
+    b = stack.deploy(stack.command_spec())
+    worker = stack.start_worker(b.name)
+    stack.wait_workers(b.name, 1, "idle")
+    from app.celery_app import celery_app
+
+    celery_app.send_task("scalejob.command", kwargs={"service": a.name, "payload": "touch planted", "request_id": uuid.uuid4().hex},
+                         queue=f"scalejob.{b.name}")
+    wait_for(lambda: "refused" in worker.output() and a.name in worker.output(), 20, what="the refusal to be logged")
+    assert not (stack.tmp / "data" / "storage" / a.name / "planted").exists()
+    rid = stack.put(b, "command", "echo fine")
+    assert stack.wait_done(rid).state == "succeeded" and worker.alive()

@@ -66,3 +66,27 @@ def test_progress_is_one_round_trip_to_record_and_events(stack: Stack) -> None:
     lifecycle.progress(stack.r, spec.name, rid, 42.5, to_sink=True)
     assert records.get(stack.r, rid).progress == 42.5  # type: ignore[union-attr]
     assert [m.data for m in sink.read(stack.r, spec.name) if m.tags["type"] == "progress"] == [b"42.5"]
+
+
+def test_a_stale_delivery_cannot_write_over_the_attempt_that_replaced_it(stack: Stack) -> None:
+    """Fencing tokens: w1 is cut off, its lease expires, the request runs again on w2; w1's late writes are refused and counted."""
+    spec = stack.deploy(stack.command_spec())
+    rid = stack.put(spec, "command", "sleep 30")
+    r = stack.r
+    first = lifecycle.begin(r, rid, spec.name, "command", "w1", "w1", {}, time.time())
+    assert first.status == records.STARTED and first.epoch == "1"
+    r.delete(keys.request_lease(rid))  # w1's lease expired (it could not renew)
+    assert records.requeue_if_orphaned(r, rid)  # recovery put it back
+    second = lifecycle.begin(r, rid, spec.name, "command", "w2", "w2", {}, time.time())
+    assert second.status == records.STARTED and second.epoch == "2"
+    before = records.stale_writes(r)
+    assert not lifecycle.log_line(r, spec.name, rid, b"w1: still here", True, first.epoch)
+    assert not lifecycle.progress(r, spec.name, rid, 90, True, first.epoch)
+    assert lifecycle.end(r, spec.name, rid, "failed", b"w1", None, "w1 late", {}, "w1", "w1", first.epoch) == (False, "stale")
+    assert records.stale_writes(r) - before == 3
+    rec = records.get(r, rid)
+    assert rec.state == "running" and rec.worker == "w2" and rec.progress == 0 and r.get(keys.request_lease(rid)) == b"w2"
+    assert lifecycle.log_line(r, spec.name, rid, b"w2: working", True, second.epoch)
+    assert lifecycle.end(r, spec.name, rid, "succeeded", b"{}", {}, None, {}, "w2", "w2", second.epoch) == (True, "succeeded")
+    kinds = [(m.tags["type"], m.data) for _, m in sink.request_events(r, rid)]
+    assert kinds == [("log", b"w2: working"), ("result", b"{}")], "nothing of w1 reached the output, one terminal message"

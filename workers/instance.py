@@ -28,6 +28,7 @@ from app.settings import get_settings
 from app.specs import ServiceSpec
 from workers import progress_server, spawner
 from workers.command import REAPER
+from workers.leases import fencing_redis
 from workers.registry import Heartbeat
 from workers.userapp import UserApp
 
@@ -54,9 +55,16 @@ class Instance:
 current: Instance | None = None
 
 
+# What a command or user app inherits from the worker: enough to find programs, a home, a locale
+# and the GPUs it was placed on. Never the control plane's settings (admin token, Redis and broker
+# URLs with their passwords, cloud credentials): a task is not trusted with them (docs/security.md).
+INHERITED = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TERM",
+             "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES")
+
+
 def base_env(spec: ServiceSpec) -> dict[str, str]:
-    """The environment of the service's processes: this worker's env plus the spec's."""
-    env = dict(os.environ)
+    """The environment of the service's processes: an allowlist of this worker's env, plus the spec's ``env``."""
+    env = {k: v for k, v in os.environ.items() if k in INHERITED or k.startswith("LC_")}
     env.update(spec.app.env_dict())
     env["SCALEJOB_SERVICE"] = spec.name
     return env
@@ -117,7 +125,7 @@ def _on_ready(sender: object = None, **_: object) -> None:
     if current is None:
         return
     gpus = os.environ.get("CUDA_VISIBLE_DEVICES", "")  # the devices it was placed on: status and the autoscaler read them
-    hb = Heartbeat(state_redis(), current.name, current.spec.name, state=current.extra.get("state", "idle"), gpus=gpus, spec_hash=services.spec_hash(current.spec))
+    hb = Heartbeat(fencing_redis(), current.name, current.spec.name, state=current.extra.get("state", "idle"), gpus=gpus, spec_hash=services.spec_hash(current.spec))
     current.heartbeat = hb
     hb.start()
     _start_tenant_watcher(current)
@@ -176,6 +184,8 @@ def run_worker(service: str, name: str | None = None, loglevel: str = "INFO", st
         "--without-gossip",
     ]
     _per_service_visibility(celery_app, spec)
+    if (celery_app.conf.broker_url or "").startswith(("redis://", "rediss://")):
+        celery_app.conf.broker_transport = "workers.transport:Transport"  # garbage on the list is dropped, not fatal
     if standby and celery_app.conf.broker_url and celery_app.conf.broker_url.startswith(("redis", "unix")):
         # kombu's Redis consumer only adds a queue to its BRPOP when the running BRPOP returns
         # (1 s by default): poll 100x/s while on standby so add_consumer takes effect within ~10 ms.

@@ -15,6 +15,7 @@ lease is alive, and a terminal record never moves back.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,10 +25,12 @@ from redis.commands.core import Script
 from app import keys, records, sink
 from app.settings import get_settings
 
+log = logging.getLogger(__name__)
+
 # KEYS: record, lease, running hash, worker's task set, service's request index.
 # ARGV: worker, now, record ttl, lease ttl ms, request id, task-set ttl, message JSON ('' = not
 # sent: answer {2} if the record lacks one), then the fields of a new record.
-# Returns {1} started, {2} message needed, {-1, holder} duplicate, {0, state, cancel} not to run.
+# Returns {1, epoch} started, {2} message needed, {-1, holder} duplicate, {0, state, cancel} not to run.
 _BEGIN = records.START_FN + """
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('HSET', KEYS[1], unpack(ARGV, 8))
@@ -39,20 +42,25 @@ if redis.call('HEXISTS', KEYS[1], 'message') == 0 then
   redis.call('HSET', KEYS[1], 'message', ARGV[7])
 end
 local started = start(KEYS, ARGV)
-if started == 1 then
+if started >= 1 then
   redis.call('SADD', KEYS[4], ARGV[5])
   redis.call('EXPIRE', KEYS[4], ARGV[6])
-  return {1}
+  return {1, started}
 end
 if started == -1 then return {-1, redis.call('GET', KEYS[2]) or '?'} end
 return {0, redis.call('HGET', KEYS[1], 'state') or '', redis.call('HGET', KEYS[1], 'cancel') or ''}
 """
 
-# KEYS: record, per-request stream, sink, sink counter, lease, running hash, worker's task set.
-# ARGV: state, record ttl, request id, worker ('' = not the lease holder: release nothing),
-# data, tags JSON, to sink, sink cap, then the terminal fields. Returns {moved, final state}.
-_END = records.FINISH_FN + records.RELEASE_FN + sink.EMIT_FN + """
-local moved = finish(KEYS[1], ARGV[1], ARGV[2], {unpack(ARGV, 9)})
+# KEYS: record, per-request stream, sink, sink counter, lease, running hash, worker's task set,
+# stale-write counter. ARGV: state, record ttl, request id, worker ('' = not the lease holder:
+# release nothing), data, tags JSON, to sink, sink cap, epoch ('' = unfenced), then the terminal
+# fields. Returns {moved, final state}, or {-2, current epoch} when the epoch is stale (refused).
+_END = records.FINISH_FN + records.RELEASE_FN + records.STALE_FN + sink.EMIT_FN + """
+if stale(KEYS[1], KEYS[8], ARGV[9]) then
+  if redis.call('HGET', KEYS[6], ARGV[3]) ~= ARGV[4] then redis.call('SREM', KEYS[7], ARGV[3]) end
+  return {-2, redis.call('HGET', KEYS[1], 'attempts') or ''}
+end
+local moved = finish(KEYS[1], ARGV[1], ARGV[2], {unpack(ARGV, 10)})
 if moved == 1 then emit({KEYS[2], KEYS[3], KEYS[4]}, {ARGV[5], ARGV[6], ARGV[2], ARGV[7], ARGV[8]}) end
 if ARGV[4] ~= '' then
   release(KEYS[5], KEYS[6], ARGV[3], ARGV[4])
@@ -61,15 +69,26 @@ end
 return {moved, redis.call('HGET', KEYS[1], 'state') or ''}
 """
 
-# KEYS: the emit keys, record. ARGV: the emit args, progress. Returns the sink index or nil.
-_PROGRESS = sink.EMIT_FN + """
+# KEYS: the emit keys, record, stale-write counter. ARGV: the emit args, progress, epoch.
+# Returns the sink index, nil, or -2 when the epoch is stale (refused).
+_PROGRESS = records.STALE_FN + sink.EMIT_FN + """
+if stale(KEYS[4], KEYS[5], ARGV[7]) then return -2 end
 redis.call('HSET', KEYS[4], 'progress', ARGV[6])
+return emit(KEYS, ARGV)
+"""
+
+# KEYS: the emit keys, record, stale-write counter. ARGV: the emit args, epoch. A log line of the
+# current delivery only. Returns the sink index, nil, or -2 when the epoch is stale (refused).
+_LOG = records.STALE_FN + sink.EMIT_FN + """
+if stale(KEYS[4], KEYS[5], ARGV[6]) then return -2 end
 return emit(KEYS, ARGV)
 """
 
 BEGIN = Script(None, _BEGIN.encode())
 END = Script(None, _END.encode())
 PROGRESS = Script(None, _PROGRESS.encode())
+LOG = Script(None, _LOG.encode())
+STALE = -2
 
 
 @dataclass(frozen=True)
@@ -77,6 +96,7 @@ class Begun:
     """What :func:`begin` found: ``status`` is one of ``records.STARTED/DUPLICATE/FINISHED_OR_CANCELLED``."""
 
     status: int
+    epoch: str = ""  # STARTED: this delivery's fencing token (the record's attempts)
     holder: str = ""  # DUPLICATE: who holds the lease
     state: str = ""  # FINISHED_OR_CANCELLED: the record's state
     cancel_requested: bool = False
@@ -100,27 +120,41 @@ def begin(r: redis.Redis, request_id: str, service: str, kind: str, worker: str,
         return Begun(status, holder=_s(out[1]))
     if status == records.FINISHED_OR_CANCELLED:
         return Begun(status, state=_s(out[1]), cancel_requested=_s(out[2]) == "1")
-    return Begun(status)
+    return Begun(status, epoch=_s(out[1]) if status == records.STARTED else "")
 
 
 def end(
     r: redis.Redis, service: str, request_id: str, state: str, data: bytes, result: Any, error: str | None,
-    tags: dict[str, str], worker: str = "", registry_name: str = "",
+    tags: dict[str, str], worker: str = "", registry_name: str = "", epoch: str = "",
 ) -> tuple[bool, str]:
     """Finish ``request_id`` and emit its terminal event; with ``worker``, also release its lease.
 
-    Returns (whether this call moved the record to ``state``, the record's state afterwards).
+    With ``epoch`` the write is fenced: a delivery whose request started again since (its lease
+    expired during a partition) is refused, counted, and changes nothing.
+    Returns (whether this call moved the record to ``state``, the record's state afterwards; ``stale``
+    when refused).
     """
     kind = "result" if state == "succeeded" else "error"
     e_keys = sink.emit_keys(service, request_id)
     data_, tags_json, ttl, to_sink, cap = sink.emit_args(request_id, kind, data, {"state": state, **tags}, True)
-    ks = [keys.request(request_id), *e_keys, keys.request_lease(request_id), keys.running(), keys.worker_tasks(registry_name or worker)]
-    args = [state, ttl, request_id, worker, data_, tags_json, to_sink, cap, *records.finish_fields(state, result, error)]
+    ks = [keys.request(request_id), *e_keys, keys.request_lease(request_id), keys.running(), keys.worker_tasks(registry_name or worker), keys.stale_writes()]
+    args = [state, ttl, request_id, worker, data_, tags_json, to_sink, cap, epoch, *records.finish_fields(state, result, error)]
     moved, final = END(keys=ks, args=args, client=r)
+    if moved == STALE:
+        log.warning("request %s: stale outcome %r of epoch %s refused (the current epoch is %s)", request_id, state, epoch, _s(final))
+        return False, "stale"
     return bool(moved), _s(final)
 
 
-def progress(r: redis.Redis, service: str, request_id: str, value: float, to_sink: bool) -> None:
-    """Record a running request's progress and emit it as a ``progress`` event (one round trip)."""
-    args = [*sink.emit_args(request_id, "progress", f"{value:g}".encode(), None, to_sink), f"{max(0.0, min(100.0, value)):g}"]
-    PROGRESS(keys=[*sink.emit_keys(service, request_id), keys.request(request_id)], args=args, client=r)
+def progress(r: redis.Redis, service: str, request_id: str, value: float, to_sink: bool, epoch: str = "") -> bool:
+    """Record a running request's progress and emit it as a ``progress`` event (one round trip); False if stale."""
+    args = [*sink.emit_args(request_id, "progress", f"{value:g}".encode(), None, to_sink), f"{max(0.0, min(100.0, value)):g}", epoch]
+    out = PROGRESS(keys=[*sink.emit_keys(service, request_id), keys.request(request_id), keys.stale_writes()], args=args, client=r)
+    return out != STALE
+
+
+def log_line(r: redis.Redis, service: str, request_id: str, line: bytes, to_sink: bool, epoch: str = "") -> bool:
+    """Emit one log line of the delivery of ``epoch`` (one round trip); False if stale (refused)."""
+    args = [*sink.emit_args(request_id, "log", line, None, to_sink), epoch]
+    out = LOG(keys=[*sink.emit_keys(service, request_id), keys.request(request_id), keys.stale_writes()], args=args, client=r)
+    return out != STALE

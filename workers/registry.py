@@ -167,7 +167,7 @@ class Heartbeat(threading.Thread):
         self._stop_event = threading.Event()
 
     def run(self) -> None:
-        from workers import recovery
+        from workers import leases, recovery
 
         interval = get_settings().heartbeat_interval
         registered = False
@@ -181,7 +181,7 @@ class Heartbeat(threading.Thread):
                 # back as the autoscaler left it (``draining``: it no longer consumes), not as new.
                 self.state = heartbeat(self.r, self.worker) or self.state
                 running = [x.decode() for x in self.r.smembers(keys.worker_tasks(self.worker))]
-                records.renew_leases(self.r, running)
+                leases.CLOCK.renewed(running, records.renew_leases(self.r, running, self.worker))
                 if recovery.try_lead(self.r, self.worker):
                     recovery.recover_once(self.r, send)
             except redis.RedisError:

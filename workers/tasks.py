@@ -28,11 +28,12 @@ from typing import Any, TypeVar
 import redis
 from celery import Task
 
-from app import keys, records, sink
+from app import keys, records
 from app.celery_app import celery_app
 from app.connections import state_redis
 from app.settings import get_settings
 from workers import ackgate, lifecycle, registry
+from workers.leases import CLOCK, fence_after, fencing_redis
 from workers import progress_server
 from workers.command import RateLimiter, run_command
 from workers.instance import Instance, instance_for
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 REDIS_OUTAGE_LIMIT = 3600.0  # how long a finished task keeps retrying to record its outcome
+FENCED = "fenced"  # run_command's stopped_reason when the worker stopped a command whose lease it lost
 
 
 def until_redis_answers(fn: Callable[[], T], what: str) -> T:
@@ -70,10 +72,16 @@ def decode_payload(payload: str | None, payload_b64: str | None) -> bytes:
 
 
 class Progress:
-    """Writes progress to the record and the request's events, only when it changes."""
+    """Writes progress to the record and the request's events, only when it changes.
+
+    On the fail-fast client and fenced by this delivery's epoch: a partition drops an update
+    (the next one retries) instead of hanging the command's loop.
+    """
 
     def __init__(self, r: redis.Redis, inst: Instance, request_id: str, to_sink: bool) -> None:
-        self.r, self.inst, self.request_id, self.to_sink = r, inst, request_id, to_sink
+        self.r, self.inst, self.request_id, self.to_sink = fencing_redis(), inst, request_id, to_sink
+        hold = _holds.get(request_id)
+        self.epoch = hold.epoch if hold else ""
         self.last: float | None = None
 
     def __call__(self, value: float) -> None:
@@ -81,7 +89,7 @@ class Progress:
         if value == self.last:
             return
         try:
-            lifecycle.progress(self.r, self.inst.spec.name, self.request_id, value, self.to_sink)
+            lifecycle.progress(self.r, self.inst.spec.name, self.request_id, value, self.to_sink, self.epoch)
             self.last = value
         except redis.RedisError as exc:  # a Redis outage must not stop the task; the next update retries
             log.warning("request %s: progress not recorded: %s", self.request_id, exc)
@@ -93,6 +101,7 @@ class Hold:
 
     worker: str
     registry_name: str
+    epoch: str = ""  # the fencing token its lease was granted with (the record's attempts)
     final_state: str | None = None  # set once :func:`_finish` released the lease with the finish
 
 
@@ -106,9 +115,9 @@ def _finish(r: redis.Redis, inst: Instance, request_id: str, state: str, data: b
 
 def _finish_service(r: redis.Redis, service: str, request_id: str, state: str, data: bytes, result: Any, error: str | None, tags: dict[str, str]) -> None:
     hold = _holds.get(request_id)
-    worker, reg = (hold.worker, hold.registry_name) if hold else ("", "")
+    worker, reg, epoch = (hold.worker, hold.registry_name, hold.epoch) if hold else ("", "", "")
     _, final = until_redis_answers(
-        lambda: lifecycle.end(r, service, request_id, state, data, result, error, tags, worker, reg), f"request {request_id}: recording {state}"
+        lambda: lifecycle.end(r, service, request_id, state, data, result, error, tags, worker, reg, epoch), f"request {request_id}: recording {state}"
     )
     if hold is not None:
         hold.final_state = final
@@ -139,16 +148,23 @@ def _command(r: redis.Redis, inst: Instance, request_id: str, payload: bytes) ->
     progress = Progress(r, inst, request_id, to_queue)
     progress_file = os.path.join(_progress_dir(), f"{request_id}.progress")  # the command creates it if it reports
     env = {**inst.env, "SCALEJOB_REQUEST_ID": request_id, "SCALEJOB_PROGRESS_FILE": progress_file}
+    fast, hold = fencing_redis(), _holds[request_id]
+    self_fence = inst.heartbeat is not None  # only a worker whose heartbeat renews leases can tell it lost one
 
     def on_line(line: str) -> None:
+        if self_fence and CLOCK.age(request_id) > fence_after():  # cut off: drop the line, keep the loop free to fence
+            limiter.dropped += 1
+            return
         if limiter.allow():
             stamped = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {line}"
             try:
-                sink.emit(r, spec.name, request_id, "log", stamped.encode(), to_sink=to_queue)
+                lifecycle.log_line(fast, spec.name, request_id, stamped.encode(), to_queue, hold.epoch)
             except redis.RedisError:  # Redis is down: drop the line, never block the command's output
                 limiter.dropped += 1
 
     def should_stop() -> str | None:
+        if self_fence and CLOCK.lost(request_id, hold.worker):
+            return FENCED
         try:
             text = open(progress_file).read().strip().rstrip("%")
             if text:
@@ -156,7 +172,7 @@ def _command(r: redis.Redis, inst: Instance, request_id: str, payload: bytes) ->
         except (OSError, ValueError):
             pass
         try:
-            return "cancelled" if r.hget(keys.request(request_id), "cancel") == b"1" else None
+            return "cancelled" if fast.hget(keys.request(request_id), "cancel") == b"1" else None
         except redis.RedisError:  # Redis is down: nobody can have cancelled it meanwhile
             return None
 
@@ -171,6 +187,10 @@ def _command(r: redis.Redis, inst: Instance, request_id: str, payload: bytes) ->
             os.unlink(progress_file)
         except FileNotFoundError:
             pass
+    if outcome.stopped_reason == FENCED:  # the request may run elsewhere now: report nothing
+        log.warning("request %s: lease not renewed for %.1fs (cut off from Redis?); its command was stopped and reports nothing",
+                    request_id, CLOCK.age(request_id))
+        return
     result = outcome.as_result()
     if limiter.dropped:
         result["log_lines_dropped"] = limiter.dropped
@@ -214,6 +234,11 @@ def execute(task: Task, kind: str, service: str, payload: str | None, payload_b6
     """Run one request on this instance; returns how it ended (for logs and Flower)."""
     r = state_redis()
     request_id = request_id or task.request.id
+    refusal = _refusal(task, service, request_id)
+    if refusal is not None:  # broker contents are untrusted: nothing of this message reaches a key, a path or a shell
+        log.error("message %s refused: %s", task.request.id, refusal)
+        ackgate.drop(task)
+        return "refused"
     worker = task.request.hostname or "unknown"
     reg = _registry_name(service, worker)
     message = {"task": f"scalejob.{kind}", "queue": keys.celery_queue(service),
@@ -230,7 +255,8 @@ def execute(task: Task, kind: str, service: str, payload: str | None, payload_b6
         if begun.cancel_requested and begun.state not in records.TERMINAL:
             _finish(r, instance_for(service, worker), request_id, "cancelled", b"", None, "cancelled before it started", {})
         return "skipped"
-    hold = _holds[request_id] = Hold(worker, reg)
+    hold = _holds[request_id] = Hold(worker, reg, begun.epoch)
+    CLOCK.taken(request_id)
     early_acked = False
     try:
         inst = instance_for(service, worker)
@@ -242,6 +268,7 @@ def execute(task: Task, kind: str, service: str, payload: str | None, payload_b6
             _finish_service(r, service, request_id, "failed", str(exc).encode(), None, f"internal error: {exc!r}", {})
     finally:
         _holds.pop(request_id, None)
+        CLOCK.forget(request_id)
         state = hold.final_state
         if state is None:  # not finished here (a crash while finishing): unregister, release, read the outcome
             def cleanup() -> bytes | None:
@@ -255,6 +282,24 @@ def execute(task: Task, kind: str, service: str, payload: str | None, payload_b6
         if early_acked:
             ackgate.slot_freed()
     return state
+
+
+def _refusal(task: Task, service: object, request_id: object) -> str | None:
+    """Why this delivery must not run here, or None.
+
+    A request id must be safe in a key and a file name; the service must be the one whose queue
+    the message came from (this worker's), or it would run with another service's env and storage.
+    """
+    from workers import instance
+
+    if not records.valid_request_id(request_id):
+        return f"invalid request id {str(request_id)[:80]!r}"
+    cur = instance.current
+    queue = (task.request.delivery_info or {}).get("routing_key") or ""
+    own = keys.celery_queue(str(service))
+    if not isinstance(service, str) or (cur is not None and cur.spec.name != service) or (queue and queue != own and not queue.startswith(own + ".")):
+        return f"service {str(service)[:80]!r} is not the service of queue {queue!r} ({cur.spec.name if cur else 'no instance'}): refused"
+    return None
 
 
 def _registry_name(service: str, worker: str) -> str:

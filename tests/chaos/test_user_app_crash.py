@@ -26,8 +26,10 @@ def app_pid(stack: Stack, rid: str) -> int:
 
 def test_user_app_crash(chaos: Stack, row: Row) -> None:
     stack = chaos
-    spec = stack.deploy(query_spec(stack, free_port()))
-    worker = stack.start_worker(spec.name, env={"SLOW_APP_DELAY": str(DELAY)})
+    spec_json = query_spec(stack, free_port())
+    spec_json["containers"][0]["env"] = [{"name": "SLOW_APP_DELAY", "value": str(DELAY)}]  # the app's env comes from the spec
+    spec = stack.deploy(spec_json)
+    worker = stack.start_worker(spec.name)
     stack.wait_workers(spec.name, 1, "idle", timeout=30)
     first = stack.put(spec, "query", "before")
     stack.wait_done(first, 20)
