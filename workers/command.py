@@ -30,6 +30,8 @@ from workers import spawner
 PR_SET_PDEATHSIG = 1
 DEFAULT_PROGRESS = r"(?:progress[:=]\s*(\d{1,3}(?:\.\d+)?)\s*%)|(?:(\d{1,3})%\|)"
 TAIL_LINES = 50
+TAIL_LINE_CHARS = 2000  # each tail line is cut to this: the record's tail stays under ~100 KB whatever the command prints
+STORED_LINE_BYTES = 16 << 10  # a log line longer than this is cut before it is stored (marker + count)
 REAPER = str(Path(__file__).with_name("reaper.py"))  # stdlib only: runs without the package on sys.path
 
 
@@ -49,6 +51,35 @@ class CommandOutcome:
 
     def as_result(self) -> dict[str, object]:
         return {"exit_code": self.exit_code, "duration": round(self.duration, 3), "tail": self.tail}
+
+
+class OutputBudget:
+    """Per-request cap on the log bytes a command may store in Redis (stream and output queue).
+
+    Why: one command printing 100 MB without a newline made a 54 MB request record and took
+    Redis from 18 to 416 MiB. Over-long lines are cut; past ``cap`` bytes lines are dropped;
+    either way the bytes not stored are counted and the result says ``truncated``.
+    """
+
+    def __init__(self, cap: int) -> None:
+        self.cap, self.used, self.dropped_bytes = cap, 0, 0
+
+    def take(self, line: str) -> str | None:
+        """The line to store (perhaps cut), or None when the budget is spent."""
+        data = line.encode("utf-8", errors="replace")
+        if len(data) > STORED_LINE_BYTES:
+            self.dropped_bytes += len(data) - STORED_LINE_BYTES
+            line = data[:STORED_LINE_BYTES].decode("utf-8", errors="ignore") + f" [... {len(data) - STORED_LINE_BYTES} bytes cut]"
+            data = line.encode()
+        if self.used + len(data) > self.cap:
+            self.dropped_bytes += len(data)
+            return None
+        self.used += len(data)
+        return line
+
+    @property
+    def truncated(self) -> bool:
+        return self.dropped_bytes > 0
 
 
 class RateLimiter:
@@ -211,7 +242,7 @@ def run_command(
 
     def line(raw: bytes) -> None:
         text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-        tail.append(text)
+        tail.append(text if len(text) <= TAIL_LINE_CHARS else text[:TAIL_LINE_CHARS] + f" [... {len(text) - TAIL_LINE_CHARS} chars cut]")
         value = parse_progress(text, pattern)
         if value is not None:
             on_progress(value)

@@ -35,7 +35,7 @@ from app.settings import get_settings
 from workers import ackgate, lifecycle, registry
 from workers.leases import CLOCK, fence_after, fencing_redis
 from workers import progress_server
-from workers.command import RateLimiter, run_command
+from workers.command import OutputBudget, RateLimiter, run_command
 from workers.instance import Instance, instance_for
 from workers.query import UserAppUnavailable, run_query
 
@@ -145,6 +145,7 @@ def _command(r: redis.Redis, inst: Instance, request_id: str, payload: bytes) ->
         return
     to_queue = spec.write_logs_to_queue("command")
     limiter = RateLimiter(spec.scalable_job.log_lines_per_second)
+    budget = OutputBudget(get_settings().output_cap_bytes)
     progress = Progress(r, inst, request_id, to_queue)
     progress_file = os.path.join(_progress_dir(), f"{request_id}.progress")  # the command creates it if it reports
     env = {**inst.env, "SCALEJOB_REQUEST_ID": request_id, "SCALEJOB_PROGRESS_FILE": progress_file}
@@ -155,8 +156,8 @@ def _command(r: redis.Redis, inst: Instance, request_id: str, payload: bytes) ->
         if self_fence and CLOCK.age(request_id) > fence_after():  # cut off: drop the line, keep the loop free to fence
             limiter.dropped += 1
             return
-        if limiter.allow():
-            stamped = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {line}"
+        if limiter.allow() and (kept := budget.take(line)) is not None:
+            stamped = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {kept}"
             try:
                 lifecycle.log_line(fast, spec.name, request_id, stamped.encode(), to_queue, hold.epoch)
             except redis.RedisError:  # Redis is down: drop the line, never block the command's output
@@ -194,6 +195,9 @@ def _command(r: redis.Redis, inst: Instance, request_id: str, payload: bytes) ->
     result = outcome.as_result()
     if limiter.dropped:
         result["log_lines_dropped"] = limiter.dropped
+    if budget.truncated:
+        result["truncated"] = True
+        result["log_bytes_dropped"] = budget.dropped_bytes
     data = json.dumps(result).encode()
     if outcome.stopped_reason == "cancelled":
         _finish(r, inst, request_id, "cancelled", data, result, "cancelled by user", {})
