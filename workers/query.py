@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
@@ -57,12 +58,19 @@ def run_query(
     timeout: float | None = None,
     retries: int = 5,
     backoff: float = 0.5,
+    squatter: Callable[[], str | None] = lambda: None,
 ) -> QueryOutcome:
-    """POST once the app accepts connections; raise :class:`UserAppUnavailable` when it never does."""
+    """POST once the app accepts connections; raise :class:`UserAppUnavailable` when it never does.
+
+    ``squatter`` is asked before every attempt: a reason there (another process holds the app's
+    port) ends the task with that reason and the payload is never sent.
+    """
     url = f"http://127.0.0.1:{port}/{path.lstrip('/')}"
     started = time.monotonic()
     last: Exception | None = None
     for attempt in range(1, retries + 2):
+        if (why := squatter()) is not None:
+            raise UserAppUnavailable(why)
         try:
             resp = _client().post(url, content=payload, headers=headers, timeout=httpx.Timeout(timeout, connect=5.0))
             return QueryOutcome(resp.status_code, resp.content, time.monotonic() - started, attempt)

@@ -222,7 +222,7 @@ def _query(r: redis.Redis, inst: Instance, request_id: str, payload: bytes) -> N
         with progress_server.tracking(request_id, progress) as progress_url:
             if progress_url:
                 headers[progress_server.HEADER] = progress_url
-            out = run_query(app.port, app.path, payload, headers)
+            out = run_query(app.port, app.path, payload, headers, squatter=inst.user_app.squatter if inst.user_app else lambda: None)
     except UserAppUnavailable as exc:
         _finish(r, inst, request_id, "failed", str(exc).encode(), None, str(exc), {})
         return
