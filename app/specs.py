@@ -110,6 +110,20 @@ class ScalableJobOptions(_Strict):
     progress_pattern: str | None = Field(None, description="Regex with one group: a log line matching it sets progress (0-100)")
     log_lines_per_second: float = Field(200.0, gt=0, description="Log lines per second per task written to the output queue")
 
+    @field_validator("progress_pattern")
+    @classmethod
+    def _compiles(cls, v: str | None) -> str | None:
+        """Refused at deploy, not at the first log line of the first task (where it would fail every task)."""
+        if v is None:
+            return v
+        try:
+            groups = re.compile(v).groups
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from None
+        if groups < 1:
+            raise ValueError("needs one group that captures the percentage, e.g. '(\\d+)%'")
+        return v
+
 
 class OnZero(_Strict):
     scaleDownGracePeriodSeconds: float = Field(60, ge=0, description="Seconds of zero load before the last instance stops")

@@ -182,3 +182,11 @@ def test_deploy_of_a_bad_spec_is_one_clear_line(tmp_path: Path) -> None:
                          env={**os.environ, "COLUMNS": "300"})
     assert out.returncode == 1
     assert out.stderr.strip() == f"error: {bad}: autoscaler.strategies.avg_waiting_lenght: unknown key; did you mean avg_waiting_length?"
+
+
+def test_a_progress_pattern_that_does_not_compile_or_captures_nothing_is_refused_at_deploy() -> None:
+    for bad, why in (("([", "not a valid regular expression"), ("done", "needs one group")):
+        with pytest.raises(SpecError) as exc:
+            parse_spec({"metadata": {"name": "p"}, "scalable_job": {"progress_pattern": bad}})
+        assert "progress_pattern" in str(exc.value) and why in str(exc.value), str(exc.value)
+    assert parse_spec({"metadata": {"name": "p"}, "scalable_job": {"progress_pattern": r"(\d+)%"}}).scalable_job.progress_pattern == r"(\d+)%"
