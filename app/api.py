@@ -186,8 +186,8 @@ async def put_service(name: str, request: Request) -> dict[str, Any]:
     _admin(request)
     try:
         data = json.loads(await api_queue.read_body(request, MAX_SPEC_BYTES))  # 413 before reading a huge body
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise HTTPException(422, f"body is not valid JSON: {exc}") from None
+    except ValueError as exc:  # not JSON, not UTF-8, or an integer past Python's 4,300-digit conversion limit
+        raise HTTPException(422, f"body is not valid JSON: {str(exc)[:200]}") from None
     except RecursionError:  # "[[[[...]]]]": json.loads recurses once per nesting level
         raise HTTPException(422, "body is not a valid spec: JSON nested too deeply") from None
     try:

@@ -15,6 +15,7 @@ import uuid
 from typing import Any
 
 import redis
+from kombu.exceptions import OperationalError
 from redis.commands.core import Script
 
 from app import depth, keys, records, tenants
@@ -117,9 +118,22 @@ def put(
         raise _full(spec, max_waiting or 0)
     if out[0] == -1:
         raise PutError(404, f"service {spec.name} is being deleted: it takes no new tasks")
-    publish(task, kwargs, queue, request_id)
+    try:
+        publish(task, kwargs, queue, request_id)
+    except (OperationalError, OSError, redis.RedisError) as exc:  # the broker did not take it: the put did not happen
+        _undo(r, spec.name, request_id, int(out[0]))
+        raise PutError(503, f"the broker is unavailable ({type(exc).__name__}); the task was not queued, retry later", RETRY_AFTER_S) from None
     r.publish(keys.enqueue_channel(), spec.name)
     return int(out[0]), request_id
+
+
+def _undo(r: redis.Redis, service: str, request_id: str, index: int) -> None:
+    """Take back what the put script wrote, so no record waits ``queued`` for a message that was never sent."""
+    with r.pipeline(transaction=True) as p:
+        p.delete(keys.request(request_id))
+        p.zrem(keys.requests_index(service), request_id)
+        p.xdel(keys.input_stream(service), f"0-{index}")
+        p.execute()
 
 
 def _full(spec: ServiceSpec, max_waiting: int) -> PutError:

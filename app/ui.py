@@ -75,6 +75,8 @@ def page() -> Response:
 @router.get("/ui/static/{path:path}", include_in_schema=False)
 def static(path: str) -> FileResponse:
     """Files under ``app/static`` only (no ``..``), with the page's CSP too."""
+    if not path.isprintable():  # a NUL (or any control character) is never a file of ours, and must not reach a log line
+        raise HTTPException(404, "no such static file")
     target = (STATIC / path).resolve()
     if not target.is_file() or STATIC.resolve() not in target.parents or target.suffix not in STATIC_TYPES:
         raise HTTPException(404, f"no static file {path!r}")
@@ -102,13 +104,13 @@ def history(name: str, request: Request, seconds: float = Query(ui_data.HISTORY_
 
 
 @router.get("/api/services/{name}/workers", summary="Live workers: state, current request and for how long, GPUs")
-def workers(name: str, request: Request, offset: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=500)) -> dict[str, Any]:
+def workers(name: str, request: Request, offset: int = Query(0, ge=0, le=10**9), limit: int = Query(100, ge=1, le=500)) -> dict[str, Any]:
     _service(request, name)
     return ui_data.workers_page(state_redis(), name, offset, limit)
 
 
 @router.get("/api/services/{name}/requests", summary="Most recent requests, newest first (paged)")
-def requests(name: str, request: Request, offset: int = Query(0, ge=0), limit: int = Query(50, ge=1, le=500)) -> dict[str, Any]:
+def requests(name: str, request: Request, offset: int = Query(0, ge=0, le=10**9), limit: int = Query(50, ge=1, le=500)) -> dict[str, Any]:
     who, _ = _service(request, name)
     return ui_data.requests_page(state_redis(), name, who, offset, limit)
 

@@ -1,0 +1,39 @@
+"""Bad input and broken dependencies answer 4xx/503, never 500, and leave nothing half-done (issue 13, finding 11)."""
+
+from __future__ import annotations
+
+import pytest
+
+from app import keys
+from tests.apiserver import ADMIN_TOKEN, ApiServer, api  # noqa: F401 - fixture
+from tests.conftest import Stack, _point_celery_at, reset_caches
+from tests.helpers import free_port
+
+
+def test_a_put_while_the_broker_is_down_answers_503_and_leaves_no_record(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.inqueue import PutError, put
+
+    spec = stack.deploy(stack.command_spec())
+    dead = f"amqp://guest:guest@127.0.0.1:{free_port()}//"
+    monkeypatch.setenv("SCALEJOB_BROKER_URL", dead)
+    reset_caches()
+    _point_celery_at(dead)
+    with pytest.raises(PutError) as exc:
+        put(stack.r, spec, "command", b"true")
+    assert exc.value.status == 503 and "broker" in exc.value.detail
+    assert stack.r.zcard(keys.requests_index(spec.name)) == 0, "no record left behind"
+    assert not list(stack.r.scan_iter(f"{stack.prefix}:req:*")) and stack.r.xlen(keys.input_stream(spec.name)) == 0
+
+
+def test_huge_numbers_nul_paths_and_out_of_range_offsets_are_4xx(stack: Stack, api: ApiServer) -> None:  # noqa: F811
+    spec = stack.deploy(stack.command_spec())
+    with api.client() as http:
+        big = http.put(f"/api/services/{spec.name}", content=b'{"metadata": {"name": "x", "max_payload_bytes": ' + b"9" * 5000 + b"}}",
+                       headers={"Content-Type": "application/json"})
+        assert big.status_code in (400, 422), big.text
+        nul = http.get("/ui/static/dashboard.js%00.js")
+        assert nul.status_code == 404, nul.text
+        for route in ("workers", "requests"):
+            far = http.get(f"/api/services/{spec.name}/{route}?offset=999999999999999999999")
+            assert far.status_code in (400, 422), (route, far.status_code, far.text)
+    assert "\x00" not in api.output() and "Traceback" not in api.output()
