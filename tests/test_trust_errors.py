@@ -37,3 +37,16 @@ def test_huge_numbers_nul_paths_and_out_of_range_offsets_are_4xx(stack: Stack, a
             far = http.get(f"/api/services/{spec.name}/{route}?offset=999999999999999999999")
             assert far.status_code in (400, 422), (route, far.status_code, far.text)
     assert "\x00" not in api.output() and "Traceback" not in api.output()
+
+
+def test_a_put_without_a_valid_token_is_refused_before_its_body_is_read(stack: Stack, api: ApiServer) -> None:  # noqa: F811
+    """Only the headers of a 10 MiB upload are sent: the answer must come without waiting for the body (finding 6)."""
+    import socket
+
+    spec = stack.deploy(stack.command_spec(token="tok-" + "y" * 16, max_payload_bytes=64 << 20))
+    for token in ("", "Authorization: wrong-token\r\n"):
+        with socket.create_connection(("127.0.0.1", api.port), timeout=5) as s:
+            s.sendall(f"POST /api/predict/{spec.name}?taskType=command HTTP/1.1\r\nHost: x\r\n{token}"
+                      f"Content-Length: {10 << 20}\r\nContent-Type: application/octet-stream\r\n\r\n".encode())
+            head = s.recv(4096)  # times out (an exception) if the server waits for the 10 MiB first
+        assert head.startswith(b"HTTP/1.1 401"), head[:200]
