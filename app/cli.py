@@ -232,6 +232,9 @@ def simulate(
 
 
 def main() -> None:
+    from app.private import restrict
+
+    restrict()  # before anything is created: data dir, embedded Redis, logs (app/private.py)
     debug = "--debug" in sys.argv
     if debug:
         sys.argv.remove("--debug")

@@ -26,6 +26,7 @@ from pathlib import Path
 import psutil
 from rich.console import Console
 
+from app.private import exposure
 from app.embedded import EmbeddedRedis, stop_embedded
 from app.frontend import FrontendProcess
 
@@ -233,6 +234,8 @@ def run_up(specs: list[Path], port: int, flower_port: int | None, stop_timeout: 
                 fe.start()
                 frontends.append(fe)
         say(f"[bold]scalejob up[/bold]  broker {ep.broker_url}  data {data_dir}")
+        if (warning := exposure(data_dir)) is not None:
+            say(f"[yellow]warning:[/yellow] {warning}")
         say(f"  API         {endpoint}   (docs {endpoint}/docs, dashboard {endpoint}/ui)")
         say(f"  admin token {admin}")
         if flower_port is not None:

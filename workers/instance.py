@@ -20,7 +20,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
+from celery.signals import worker_init, worker_ready, worker_shutdown, worker_shutting_down
 
 from app import keys, services, tenants
 from app.connections import state_redis
@@ -118,6 +118,14 @@ def _start_tenant_watcher(inst: Instance) -> None:
     """Fair sharing: tenant queues follow the service and this worker's state (app/tenants.py)."""
     consumed = set(inst.extra.get("queues", "").split(","))  # what --queues named at start
     tenants.TenantWatcher(state_redis(), inst.spec.name, inst.name, consumed, _stopping).start()
+
+
+@worker_init.connect
+def _private(**_: object) -> None:
+    """A worker started as ``celery -A app.celery_app worker`` (not through the CLI) is private too."""
+    from app.private import restrict
+
+    restrict()
 
 
 @worker_ready.connect
