@@ -35,7 +35,7 @@ from starlette.datastructures import Headers
 
 from app import auth, inqueue, keys, queues, sink
 from app.api_queue import HEADER_REQUEST_ID, HEADER_UID, Target, _put, authorize, bool_param, cached_spec, load_spec, read_body, split_params
-from app.connections import state_redis
+from app.connections import state_redis, waiting_redis
 from app.settings import get_settings
 from app.specs import ServiceSpec
 
@@ -90,7 +90,7 @@ def authorize_signed(headers: Headers, spec: ServiceSpec, body: bytes) -> auth.P
 
 def _terminal_event(request_id: str, after: str, block_ms: int) -> tuple[str, sink.Message | None]:
     """The request's result/error event after stream id ``after``, waiting up to ``block_ms``."""
-    reply = state_redis().xread({keys.request_events(request_id): after}, count=100, block=max(1, block_ms))
+    reply = waiting_redis().xread({keys.request_events(request_id): after}, count=100, block=max(1, block_ms))
     for _, entries in reply or []:
         for eid, fields in entries:
             after = eid.decode()

@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
 from app import auth, eas_proto, inqueue, keys, queues, services, sink
-from app.connections import endpoints, state_redis
+from app.connections import endpoints, state_redis, waiting_redis
 from app.settings import get_settings
 from app.specs import ServiceSpec
 
@@ -83,7 +83,8 @@ def resolve(service: str, is_sink: bool, authorization: str | None) -> Target:
     spec = load_spec(service)
     principal = authorize(authorization, spec)
     r = state_redis()
-    q = queues.output_queue(r, spec.name) if is_sink else queues.input_queue(r, spec.name)
+    w = waiting_redis()
+    q = queues.output_queue(r, spec.name, w) if is_sink else queues.input_queue(r, spec.name, w)
     return Target(spec, q, is_sink, principal)
 
 

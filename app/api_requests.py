@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app import keys, queues, records, services, sink
 from app.api_queue import authorize
-from app.connections import state_redis
+from app.connections import state_redis, waiting_redis
 
 router = APIRouter()
 POSITION_SCAN = 500  # stop counting earlier waiting requests after this many finished ones in a row
@@ -115,8 +115,7 @@ def _sse(eid: str, kind: str, data: bytes) -> bytes:
 
 
 def _next_events(request_id: str, after: str) -> list[tuple[str, sink.Message]]:
-    r = state_redis()
-    reply = r.xread({keys.request_events(request_id): after}, count=500, block=1000)
+    reply = waiting_redis().xread({keys.request_events(request_id): after}, count=500, block=1000)
     out = []
     for _, entries in reply or []:
         for eid, fields in entries:

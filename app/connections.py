@@ -58,3 +58,20 @@ def _client(url: str) -> redis.Redis:
 def state_redis() -> redis.Redis:
     """A shared client of the state Redis (thread-safe connection pool)."""
     return _client(endpoints().redis_url)
+
+
+@functools.lru_cache(maxsize=4)
+def _waiting_client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_keepalive=True, health_check_interval=10, max_connections=WAITING_CONNECTIONS)
+
+
+WAITING_CONNECTIONS = 1000  # above the API's thread limit (200): a blocked waiter always has its thread's connection
+
+
+def waiting_redis() -> redis.Redis:
+    """A client of the state Redis for blocking reads (long-polls, watches, SSE) on a pool of its own.
+
+    Why: each blocked ``XREAD`` holds a connection for up to a minute; on the shared pool (100)
+    one service's long-polls took every connection and the puts of all services answered 503.
+    """
+    return _waiting_client(endpoints().redis_url)

@@ -66,6 +66,7 @@ class StreamQueue:
     stream: str
     seq: str
     name: str
+    waiter: redis.Redis | None = None  # client for blocking reads (its own pool: waiting clients never take the connections puts need)
 
     # --- writing -----------------------------------------------------------------------------
     def append(self, data: bytes, tags: dict[str, str], maxlen: int | None = None) -> int:
@@ -126,7 +127,7 @@ class StreamQueue:
         found, last = self.scan(start, length, request_id, tags)
         deadline = time.monotonic() + timeout
         while not found and (left := deadline - time.monotonic()) > 0:
-            reply = self.r.xread({self.stream: last}, count=SCAN_CHUNK, block=max(1, int(min(left, 1.0) * 1000)))
+            reply = (self.waiter or self.r).xread({self.stream: last}, count=SCAN_CHUNK, block=max(1, int(min(left, 1.0) * 1000)))
             for _, entries in reply or []:
                 for eid, fields in entries:
                     last = eid.decode()
@@ -152,7 +153,8 @@ class StreamQueue:
 
     def read_group(self, group: str, consumer: str, count: int, block_ms: int | None, pending: bool = False) -> list[Message]:
         """Next messages for ``consumer``: its own uncommitted ones when ``pending``, else new ones."""
-        reply = self.r.xreadgroup(group, consumer, {self.stream: "0" if pending else ">"}, count=count, block=None if pending else block_ms)
+        reply = (self.waiter or self.r).xreadgroup(group, consumer, {self.stream: "0" if pending else ">"}, count=count,
+                                                   block=None if pending else block_ms)
         out = []
         for _, entries in reply or []:
             for eid, fields in entries:
@@ -249,9 +251,9 @@ class StreamQueue:
         return {"index": index, "IsPending": False, "WaitingPosition": before}
 
 
-def output_queue(r: redis.Redis, service: str) -> StreamQueue:
-    return StreamQueue(r, keys.sink(service), keys.sink_seq(service), f"{service}/sink")
+def output_queue(r: redis.Redis, service: str, waiter: redis.Redis | None = None) -> StreamQueue:
+    return StreamQueue(r, keys.sink(service), keys.sink_seq(service), f"{service}/sink", waiter)
 
 
-def input_queue(r: redis.Redis, service: str) -> StreamQueue:
-    return StreamQueue(r, keys.input_stream(service), keys.input_seq(service), service)
+def input_queue(r: redis.Redis, service: str, waiter: redis.Redis | None = None) -> StreamQueue:
+    return StreamQueue(r, keys.input_stream(service), keys.input_seq(service), service, waiter)
