@@ -71,6 +71,13 @@ def load_spec(name: str) -> ServiceSpec:
     return spec
 
 
+def unknown(what: str, header: str | None) -> HTTPException:
+    """404 naming ``what`` for a caller with some valid token, else 401: existence is no oracle for strangers."""
+    if auth.valid_anywhere(state_redis(), header, get_settings().admin_token.get_secret_value()):
+        return HTTPException(404, what)
+    return HTTPException(401, "missing or invalid token")
+
+
 def authorize(header: str | None, spec: ServiceSpec | None) -> auth.Principal:
     try:
         return auth.authenticate(state_redis(), header, get_settings().admin_token.get_secret_value(), spec)
@@ -80,7 +87,10 @@ def authorize(header: str | None, spec: ServiceSpec | None) -> auth.Principal:
 
 def resolve(service: str, is_sink: bool, authorization: str | None) -> Target:
     """Spec, token check and queue of one call (sync: run it in the thread pool)."""
-    spec = load_spec(service)
+    try:
+        spec = load_spec(service)
+    except HTTPException as exc:
+        raise unknown(exc.detail, authorization) if exc.status_code == 404 else exc from None
     principal = authorize(authorization, spec)
     r = state_redis()
     w = waiting_redis()

@@ -17,7 +17,7 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from app import keys, queues, records, services, sink
-from app.api_queue import authorize
+from app.api_queue import authorize, unknown
 from app.connections import state_redis, waiting_redis
 
 router = APIRouter()
@@ -58,7 +58,7 @@ def load(request_id: str, authorization: str | None) -> records.Record:
     r = state_redis()
     rec = records.get(r, request_id)
     if rec is None:
-        raise HTTPException(404, f"unknown request {request_id!r}")
+        raise unknown(f"unknown request {request_id!r}", authorization)
     try:
         spec = services.get(r, rec.service)
     except services.UnknownService:

@@ -71,6 +71,26 @@ def revoke_service(r: redis.Redis, service: str) -> int:
     return int(r.hdel(keys.tokens(), *gone)) if gone else 0
 
 
+def valid_anywhere(r: redis.Redis, header: str | None, admin_token: str) -> bool:
+    """Whether the token opens anything at all (admin, an issued token, a spec's own token).
+
+    Why: "unknown service" or "unknown request" is itself information; it is told only to callers
+    with some valid token, everyone else gets 401 whether the thing exists or not.
+    """
+    token = token_from_header(header)
+    if token is None:
+        return False
+    if admin_token and hmac.compare_digest(token.encode(), admin_token.encode()):
+        return True
+    if r.hexists(keys.tokens(), digest(token)):
+        return True
+    for raw in r.hvals(keys.services()):
+        own = (json.loads(raw).get("metadata") or {}).get("token")
+        if own and hmac.compare_digest(token.encode(), str(own).encode()):
+            return True
+    return False
+
+
 def authenticate(r: redis.Redis, header: str | None, admin_token: str, spec: ServiceSpec | None = None) -> Principal:
     """The principal of an ``Authorization`` header, for a call on ``spec`` (None: admin routes).
 

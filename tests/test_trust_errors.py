@@ -50,3 +50,17 @@ def test_a_put_without_a_valid_token_is_refused_before_its_body_is_read(stack: S
                       f"Content-Length: {10 << 20}\r\nContent-Type: application/octet-stream\r\n\r\n".encode())
             head = s.recv(4096)  # times out (an exception) if the server waits for the 10 MiB first
         assert head.startswith(b"HTTP/1.1 401"), head[:200]
+
+
+def test_without_a_valid_token_a_missing_service_or_request_looks_like_an_existing_one(stack: Stack, api: ApiServer) -> None:  # noqa: F811
+    """No existence oracle: 401 whether the service or request exists or not; 404 only for a caller with a valid token."""
+    spec = stack.deploy(stack.command_spec(token="tok-" + "z" * 16))
+    with api.client("tok-" + "z" * 16) as http:
+        rid = http.post(f"/api/predict/{spec.name}?taskType=command", content=b"true").headers["X-Eas-Queueservice-Request-Id"]
+    for token in (None, "not-a-token"):
+        with api.client(token) as http:
+            pairs = [(f"/api/predict/{spec.name}", "/api/predict/no-such-svc"), (f"/api/requests/{rid}", "/api/requests/no-such-id")]
+            for known, missing in pairs:
+                assert http.get(known).status_code == http.get(missing).status_code == 401, (token, known, missing)
+    with api.client("tok-" + "z" * 16) as http:
+        assert http.get("/api/requests/no-such-id").status_code == 404 and http.get("/api/predict/no-such-svc").status_code == 404
