@@ -27,7 +27,7 @@ from app.connections import state_redis
 from app.settings import get_settings
 from app.specs import ServiceSpec
 from workers import progress_server, spawner
-from workers.command import REAPER
+from workers.command import REAPER, remove_progress_dir
 from workers.leases import fencing_redis
 from workers.registry import Heartbeat
 from workers.userapp import UserApp
@@ -206,4 +206,5 @@ def run_worker(service: str, name: str | None = None, loglevel: str = "INFO", st
         if current.user_app is not None:
             current.user_app.stop()
         spawner.stop()
+        remove_progress_dir()  # a forked worker leaves through os._exit: atexit would not run
     return 0

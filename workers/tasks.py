@@ -12,14 +12,10 @@ the first; exactly one terminal message (``result`` or ``error``) reaches the ou
 
 from __future__ import annotations
 
-import atexit
 import base64
-import functools
 import json
 import logging
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from collections.abc import Callable
@@ -35,7 +31,7 @@ from app.settings import get_settings
 from workers import ackgate, lifecycle, registry
 from workers.leases import CLOCK, fence_after, fencing_redis
 from workers import progress_server
-from workers.command import OutputBudget, RateLimiter, run_command
+from workers.command import OutputBudget, RateLimiter, progress_dir, run_command
 from workers.instance import Instance, instance_for
 from workers.query import UserAppUnavailable, run_query
 
@@ -123,18 +119,6 @@ def _finish_service(r: redis.Redis, service: str, request_id: str, state: str, d
         hold.final_state = final
 
 
-@functools.cache
-def _progress_dir() -> str:
-    """This process's private directory (0700) for the commands' progress files, made once.
-
-    Why not a temp file per task: creating and removing one cost ~0.1 ms of a no-op task; a name
-    in a directory only this worker can write is as safe and costs nothing until a command uses it.
-    """
-    path = tempfile.mkdtemp(prefix="scalejob-progress-")
-    atexit.register(shutil.rmtree, path, ignore_errors=True)
-    return path
-
-
 def _command(r: redis.Redis, inst: Instance, request_id: str, payload: bytes) -> None:
     spec = inst.spec
     try:
@@ -147,7 +131,7 @@ def _command(r: redis.Redis, inst: Instance, request_id: str, payload: bytes) ->
     limiter = RateLimiter(spec.scalable_job.log_lines_per_second)
     budget = OutputBudget(get_settings().output_cap_bytes)
     progress = Progress(r, inst, request_id, to_queue)
-    progress_file = os.path.join(_progress_dir(), f"{request_id}.progress")  # the command creates it if it reports
+    progress_file = os.path.join(progress_dir(), f"{request_id}.progress")  # the command creates it if it reports
     env = {**inst.env, "SCALEJOB_REQUEST_ID": request_id, "SCALEJOB_PROGRESS_FILE": progress_file}
     fast, hold = fencing_redis(), _holds[request_id]
     self_fence = inst.heartbeat is not None  # only a worker whose heartbeat renews leases can tell it lost one
