@@ -36,3 +36,28 @@ def format_task(task):
         shown = _short(kwargs.get("payload") or "")
     task.kwargs = f"service={service} payload={shown!r}"
     return task
+
+
+def _metrics_behind_login():
+    """Flower serves ``/metrics`` (worker names, task names and counts) without its login; put it behind it.
+
+    This file runs inside Flower's process (tornado ``parse_config_file``), before Flower builds its
+    routes, so the handler is wrapped here: the same basic-auth check the pages use, then Flower's own.
+    """
+    try:
+        from flower.views import monitor
+    except ImportError:  # pragma: no cover - only ever read by Flower
+        return
+    original = monitor.Metrics.get
+
+    async def get(self):
+        if self.application.options.basic_auth or self.application.options.auth:
+            if not self.get_current_user():  # raises 401 for a missing or wrong basic-auth header
+                self.set_status(401)
+                return
+        await original(self)
+
+    monitor.Metrics.get = get
+
+
+_metrics_behind_login()

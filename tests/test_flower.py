@@ -78,3 +78,15 @@ def test_flower_refuses_to_start_without_credentials_unless_insecure(stack: Stac
     with pytest.raises(FlowerAuthMissing, match="both"):
         basic_auth({"SCALEJOB_FLOWER_USER": "only-user"})
     assert basic_auth({"FLOWER_BASIC_AUTH": "u:p"}) == "u:p"
+
+
+def test_flowers_prometheus_metrics_need_the_login_too(stack: Stack) -> None:
+    """Flower serves ``/metrics`` without auth by default; it names every worker and task (issue 13, finding 12)."""
+    port = free_port()
+    flower = start_flower(stack, port)
+    base = f"http://127.0.0.1:{port}"
+    wait_for(lambda: _get(f"{base}/healthcheck"), 60, what=f"Flower to answer ({flower.output()[-500:]})")
+    assert _get(f"{base}/metrics").status_code == 401
+    assert _get(f"{base}/metrics", auth=(USER, "wrong")).status_code == 401
+    ok = _get(f"{base}/metrics", auth=(USER, PASSWORD))
+    assert ok.status_code == 200 and "flower_" in ok.text
