@@ -85,6 +85,30 @@ def authorize(header: str | None, spec: ServiceSpec | None) -> auth.Principal:
         raise HTTPException(401, str(exc)) from None
 
 
+def tenant_group(t: Target, group: str) -> str:
+    """A tenant-bound watcher reads through a consumer group of its tenant's own, so skipping (and
+    acknowledging) another tenant's entry never takes it from that tenant's watchers."""
+    return f"{group}@tenant:{t.principal.tenant}" if t.principal.tenant else group
+
+
+def tenant_scope(t: Target, tags: dict[str, str]) -> dict[str, str]:
+    """A tenant-bound caller's tag filter: its tenant's entries only (service and admin tokens: unchanged)."""
+    return {**tags, "tenant": t.principal.tenant} if t.principal.tenant else tags
+
+
+def own_indexes(t: Target, indexes: list[int]) -> list[int]:
+    """The indexes a tenant-bound caller may act on (commit, delete): its tenant's entries."""
+    if not t.principal.tenant:
+        return indexes
+    return [i for i in indexes if any(m.index == i and m.tags.get("tenant", "default") == t.principal.tenant for m in t.queue.scan(i, 1)[0])]
+
+
+def whole_queue_only(t: Target, what: str) -> None:
+    """403 for a tenant-bound caller on an act over the whole shared queue (truncate, writing to the sink)."""
+    if t.principal.tenant:
+        raise HTTPException(403, f"{what} acts on every tenant's entries: it needs the service token")
+
+
 def resolve(service: str, is_sink: bool, authorization: str | None) -> Target:
     """Spec, token check and queue of one call (sync: run it in the thread pool)."""
     try:
@@ -196,6 +220,8 @@ async def put(request: Request, service: str, is_sink: bool) -> Response:
     # puts/s). An AMQP publish waits for the broker's confirm, so it keeps to the pool.
     inline = endpoints().broker_is_redis
     t = resolve(service, is_sink, authorization) if inline else await run_in_threadpool(resolve, service, is_sink, authorization)
+    if is_sink:
+        whole_queue_only(t, "writing to the output queue")  # a tenant could forge another tenant's result
     payload = await read_body(request, t.spec.metadata.max_payload_bytes)  # 413 without reading a body that is too big
     _, tags = split_params(request.query_params)
     try:  # queue-depth check, record, broker publish: ~2 Redis round trips
@@ -227,9 +253,10 @@ def long_poll(requested: float) -> float:
 def _get(t: Target, control: dict[str, str], tags: dict[str, str], as_json: bool) -> Response:
     if bool_param(control, "_attrs_", False):
         return JSONResponse(t.queue.attributes())
+    tags = tenant_scope(t, tags)
     if bool_param(control, "_search_", False):
         index = int_param(control, "_index_", 0, low=1)
-        found = t.queue.search(index)
+        found = t.queue.search(index) if own_indexes(t, [index]) else None
         if found is None:
             raise HTTPException(404, f"no message with index {index} in {t.queue.name}")
         return JSONResponse(found)
@@ -274,9 +301,10 @@ def _cancel_mirrored(t: Target, indexes: list[int]) -> None:
 
 def _delete(t: Target, control: dict[str, str]) -> Response:
     if bool_param(control, "_trunc_", False):
+        whole_queue_only(t, "truncate")
         t.queue.truncate(int_param(control, "_index_", 0))
         return PlainTextResponse("OK")
-    indexes = indexes_param(control)
+    indexes = own_indexes(t, indexes_param(control))
     if not t.is_sink:
         _cancel_mirrored(t, indexes)
     t.queue.delete(indexes)
@@ -292,9 +320,9 @@ async def delete(request: Request, service: str, is_sink: bool) -> Response:
 async def commit(request: Request, service: str, is_sink: bool) -> Response:
     t = await run_in_threadpool(resolve, service, is_sink, request.headers.get("authorization"))
     control, _ = split_params(request.query_params)
-    indexes = indexes_param(control)
     group = request.headers.get(HEADER_GID) or "eas"
-    await run_in_threadpool(t.queue.commit, group, indexes)
+    indexes = await run_in_threadpool(own_indexes, t, indexes_param(control))
+    await run_in_threadpool(t.queue.commit, tenant_group(t, group), indexes)
     return PlainTextResponse("OK")
 
 

@@ -29,7 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocketState
 
 from app import eas_proto, sink
-from app.api_queue import HEADER_GID, HEADER_UID, Target, bool_param, frame, int_param, resolve, split_params
+from app.api_queue import HEADER_GID, HEADER_UID, Target, bool_param, frame, int_param, resolve, split_params, tenant_group, tenant_scope
 from app.settings import get_settings
 
 BLOCK_MS = 500  # one blocking read; also the longest a released entry waits for a blocked watcher
@@ -61,7 +61,8 @@ async def watch(ws: WebSocket, service: str, is_sink: bool) -> None:
     except HTTPException as exc:
         await ws.close(code=1008 if exc.status_code == 401 else 1003, reason=str(exc.detail)[:120])
         return
-    group = ws.headers.get(HEADER_GID) or "eas"
+    group = tenant_group(t, ws.headers.get(HEADER_GID) or "eas")
+    tags = tenant_scope(t, tags)
     consumer = ws.headers.get(HEADER_UID) or uuid.uuid4().hex
     await ws.accept()
     await run_in_threadpool(t.queue.ensure_group, group, start)

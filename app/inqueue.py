@@ -103,7 +103,7 @@ def put(
         raise PutError(exc.status, exc.detail) from None
     request_id = request_id or uuid.uuid4().hex
     # the input-queue mirror (EAS get/watch/attributes on <service>) hands out the index
-    mirror_tags = {**(tags or {}), "requestId": request_id, "taskType": task_type}
+    mirror_tags = {**(tags or {}), "requestId": request_id, "taskType": task_type, "tenant": tenant}  # tenant: the API filters on it
     kwargs = {"service": spec.name, "request_id": request_id, **payload_kwargs(payload)}
     task = f"scalejob.{task_type}"
     now = time.time()

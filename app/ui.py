@@ -105,8 +105,8 @@ def history(name: str, request: Request, seconds: float = Query(ui_data.HISTORY_
 
 @router.get("/api/services/{name}/workers", summary="Live workers: state, current request and for how long, GPUs")
 def workers(name: str, request: Request, offset: int = Query(0, ge=0, le=10**9), limit: int = Query(100, ge=1, le=500)) -> dict[str, Any]:
-    _service(request, name)
-    return ui_data.workers_page(state_redis(), name, offset, limit)
+    who, _ = _service(request, name)
+    return ui_data.workers_page(state_redis(), name, offset, limit, tenant=who.tenant)
 
 
 @router.get("/api/services/{name}/requests", summary="Most recent requests, newest first (paged)")

@@ -183,22 +183,30 @@ def _gpu_view(snap: Any, w: WorkerInfo) -> list[dict[str, Any]]:
     ]
 
 
-def workers_page(r: redis.Redis, service: str, offset: int = 0, limit: int = 100, now: float | None = None) -> dict[str, Any]:
-    """Live workers of a service, with what each runs, since when, and its GPUs."""
+def workers_page(r: redis.Redis, service: str, offset: int = 0, limit: int = 100, now: float | None = None,
+                 tenant: str | None = None) -> dict[str, Any]:
+    """Live workers of a service, with what each runs, since when, and its GPUs.
+
+    A tenant-bound viewer sees the workers but only its own tenant's request ids (another
+    tenant's running request is shown as ``{"id": null}``: busy, with nothing to follow).
+    """
     now = time.time() if now is None else now
     every = list_workers(r, service)
     page = every[offset : offset + limit]
     running_ids = [rid for w in page for rid in w.running]
     started: dict[str, float | None] = {}
+    owners: dict[str, str] = {}
     if running_ids:
         with r.pipeline(transaction=False) as p:
             for rid in running_ids:
-                p.hget(keys.request(rid), "started_at")
-            started = {rid: float(v) if v else None for rid, v in zip(running_ids, p.execute())}
+                p.hmget(keys.request(rid), "started_at", "tenant")
+            for rid, (at, owner) in zip(running_ids, p.execute(), strict=True):
+                started[rid], owners[rid] = (float(at) if at else None), (owner or b"default").decode()
     snap = _gpu_snapshot(page)
     rows = []
     for w in page:
-        current = [{"id": rid, "for_s": round(now - started[rid], 1) if started.get(rid) else None} for rid in w.running]
+        current = [{"id": rid if tenant is None or owners.get(rid) == tenant else None,
+                    "for_s": round(now - started[rid], 1) if started.get(rid) else None} for rid in w.running]
         rows.append({
             "name": w.name, "host": w.host, "pid": w.pid, "state": w.state, "running": current,
             "up_s": round(now - w.started_at, 1) if w.started_at else None,

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 # KEYS: record, lease, running hash, worker's task set, service's request index.
 # ARGV: worker, now, record ttl, lease ttl ms, request id, task-set ttl, message JSON ('' = not
 # sent: answer {2} if the record lacks one), then the fields of a new record.
-# Returns {1, epoch} started, {2} message needed, {-1, holder} duplicate, {0, state, cancel} not to run.
+# Returns {1, epoch, tenant} started, {2} message needed, {-1, holder} duplicate, {0, state, cancel} not to run.
 _BEGIN = records.START_FN + """
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('HSET', KEYS[1], unpack(ARGV, 8))
@@ -45,7 +45,7 @@ local started = start(KEYS, ARGV)
 if started >= 1 then
   redis.call('SADD', KEYS[4], ARGV[5])
   redis.call('EXPIRE', KEYS[4], ARGV[6])
-  return {1, started}
+  return {1, started, redis.call('HGET', KEYS[1], 'tenant') or 'default'}
 end
 if started == -1 then return {-1, redis.call('GET', KEYS[2]) or '?'} end
 return {0, redis.call('HGET', KEYS[1], 'state') or '', redis.call('HGET', KEYS[1], 'cancel') or ''}
@@ -97,6 +97,7 @@ class Begun:
 
     status: int
     epoch: str = ""  # STARTED: this delivery's fencing token (the record's attempts)
+    tenant: str = "default"  # STARTED: the request's tenant (its output-queue events carry it)
     holder: str = ""  # DUPLICATE: who holds the lease
     state: str = ""  # FINISHED_OR_CANCELLED: the record's state
     cancel_requested: bool = False
@@ -120,7 +121,7 @@ def begin(r: redis.Redis, request_id: str, service: str, kind: str, worker: str,
         return Begun(status, holder=_s(out[1]))
     if status == records.FINISHED_OR_CANCELLED:
         return Begun(status, state=_s(out[1]), cancel_requested=_s(out[2]) == "1")
-    return Begun(status, epoch=_s(out[1]) if status == records.STARTED else "")
+    return Begun(status, epoch=_s(out[1]), tenant=_s(out[2])) if status == records.STARTED else Begun(status)
 
 
 def end(
@@ -146,15 +147,15 @@ def end(
     return bool(moved), _s(final)
 
 
-def progress(r: redis.Redis, service: str, request_id: str, value: float, to_sink: bool, epoch: str = "") -> bool:
+def progress(r: redis.Redis, service: str, request_id: str, value: float, to_sink: bool, epoch: str = "", tenant: str = "default") -> bool:
     """Record a running request's progress and emit it as a ``progress`` event (one round trip); False if stale."""
-    args = [*sink.emit_args(request_id, "progress", f"{value:g}".encode(), None, to_sink), f"{max(0.0, min(100.0, value)):g}", epoch]
+    args = [*sink.emit_args(request_id, "progress", f"{value:g}".encode(), {"tenant": tenant}, to_sink), f"{max(0.0, min(100.0, value)):g}", epoch]
     out = PROGRESS(keys=[*sink.emit_keys(service, request_id), keys.request(request_id), keys.stale_writes()], args=args, client=r)
     return out != STALE
 
 
-def log_line(r: redis.Redis, service: str, request_id: str, line: bytes, to_sink: bool, epoch: str = "") -> bool:
+def log_line(r: redis.Redis, service: str, request_id: str, line: bytes, to_sink: bool, epoch: str = "", tenant: str = "default") -> bool:
     """Emit one log line of the delivery of ``epoch`` (one round trip); False if stale (refused)."""
-    args = [*sink.emit_args(request_id, "log", line, None, to_sink), epoch]
+    args = [*sink.emit_args(request_id, "log", line, {"tenant": tenant}, to_sink), epoch]
     out = LOG(keys=[*sink.emit_keys(service, request_id), keys.request(request_id), keys.stale_writes()], args=args, client=r)
     return out != STALE

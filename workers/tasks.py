@@ -77,7 +77,7 @@ class Progress:
     def __init__(self, r: redis.Redis, inst: Instance, request_id: str, to_sink: bool) -> None:
         self.r, self.inst, self.request_id, self.to_sink = fencing_redis(), inst, request_id, to_sink
         hold = _holds.get(request_id)
-        self.epoch = hold.epoch if hold else ""
+        self.epoch, self.tenant = (hold.epoch, hold.tenant) if hold else ("", "default")
         self.last: float | None = None
 
     def __call__(self, value: float) -> None:
@@ -85,7 +85,7 @@ class Progress:
         if value == self.last:
             return
         try:
-            lifecycle.progress(self.r, self.inst.spec.name, self.request_id, value, self.to_sink, self.epoch)
+            lifecycle.progress(self.r, self.inst.spec.name, self.request_id, value, self.to_sink, self.epoch, self.tenant)
             self.last = value
         except redis.RedisError as exc:  # a Redis outage must not stop the task; the next update retries
             log.warning("request %s: progress not recorded: %s", self.request_id, exc)
@@ -98,6 +98,7 @@ class Hold:
     worker: str
     registry_name: str
     epoch: str = ""  # the fencing token its lease was granted with (the record's attempts)
+    tenant: str = "default"  # the request's tenant: every output-queue event carries it (the API filters on it)
     final_state: str | None = None  # set once :func:`_finish` released the lease with the finish
 
 
@@ -112,6 +113,8 @@ def _finish(r: redis.Redis, inst: Instance, request_id: str, state: str, data: b
 def _finish_service(r: redis.Redis, service: str, request_id: str, state: str, data: bytes, result: Any, error: str | None, tags: dict[str, str]) -> None:
     hold = _holds.get(request_id)
     worker, reg, epoch = (hold.worker, hold.registry_name, hold.epoch) if hold else ("", "", "")
+    tenant = hold.tenant if hold else getattr(records.get(r, request_id), "tenant", "default")
+    tags = {**tags, "tenant": tenant}
     _, final = until_redis_answers(
         lambda: lifecycle.end(r, service, request_id, state, data, result, error, tags, worker, reg, epoch), f"request {request_id}: recording {state}"
     )
@@ -143,7 +146,7 @@ def _command(r: redis.Redis, inst: Instance, request_id: str, payload: bytes) ->
         if limiter.allow() and (kept := budget.take(line)) is not None:
             stamped = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {kept}"
             try:
-                lifecycle.log_line(fast, spec.name, request_id, stamped.encode(), to_queue, hold.epoch)
+                lifecycle.log_line(fast, spec.name, request_id, stamped.encode(), to_queue, hold.epoch, hold.tenant)
             except redis.RedisError:  # Redis is down: drop the line, never block the command's output
                 limiter.dropped += 1
 
@@ -243,7 +246,7 @@ def execute(task: Task, kind: str, service: str, payload: str | None, payload_b6
         if begun.cancel_requested and begun.state not in records.TERMINAL:
             _finish(r, instance_for(service, worker), request_id, "cancelled", b"", None, "cancelled before it started", {})
         return "skipped"
-    hold = _holds[request_id] = Hold(worker, reg, begun.epoch)
+    hold = _holds[request_id] = Hold(worker, reg, begun.epoch, begun.tenant)
     CLOCK.taken(request_id)
     early_acked = False
     try:

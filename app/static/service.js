@@ -93,7 +93,7 @@
       h("tbody", {}, page.workers.map((w) => h("tr", { dataset: { worker: w.name } },
         h("td", { text: w.name }), h("td", { text: w.host }), h("td", { class: "num", text: w.pid }),
         h("td", {}, h("span", { class: `pill ${w.state}`, text: w.state })),
-        h("td", {}, w.running.length ? w.running.map((x) => h("a", { href: `#/request/${encodeURIComponent(x.id)}`, text: x.id.slice(0, 12) })) : "–"),
+        h("td", {}, w.running.length ? w.running.map((x) => x.id ? h("a", { href: `#/request/${encodeURIComponent(x.id)}`, text: x.id.slice(0, 12) }) : h("span", { text: "another tenant's" })) : "–"),
         h("td", { text: w.running.length ? w.running.map((x) => SJ.fmtAge(x.for_s)).join(", ") : "–" }),
         gpuCell(w, page.gpu_available)))));
   }
