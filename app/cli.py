@@ -186,7 +186,11 @@ def autoscale(
 
 
 @cli.command()
-def status(watch: bool = typer.Option(False, "--watch", "-w", help="Redraw every second until Ctrl-C")) -> None:
+def status(
+    watch: bool = typer.Option(False, "--watch", "-w", help="Redraw every second until Ctrl-C"),
+    wide: bool = typer.Option(False, "--wide", help="Show long reasons in full (default: fit 80 columns)"),
+    output: str = typer.Option("table", "--output", "-o", help="table or json"),
+) -> None:
     """Show each service (waiting and running tasks, workers by state, desired count, last decision
     and its reason) and each worker (state, task, GPU, whether it runs the current spec).
 
@@ -195,12 +199,16 @@ def status(watch: bool = typer.Option(False, "--watch", "-w", help="Redraw every
     Examples: scalejob status
               scalejob status --watch
     """
-    from autoscale.status import status_tables, watch as watch_status
+    from autoscale.status import status_data, status_tables, watch as watch_status
 
-    if watch:
-        watch_status(_redis(), console)
+    if output not in ("table", "json"):
+        fail(f"--output: expected table or json, got {output!r}")
+    if output == "json":
+        typer.echo(json.dumps(status_data(_redis()), default=str))
+    elif watch:
+        watch_status(_redis(), console, wide=wide)
     else:
-        console.print(status_tables(_redis()))
+        console.print(status_tables(_redis(), wide=wide))
 
 
 @cli.command()

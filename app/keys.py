@@ -106,6 +106,11 @@ def local_workers() -> str:
 
 
 
+# autoscale/health.py — a service's failed worker starts and crash-loop backoff
+def service_health(service: str) -> str:
+    return f"{_p()}:svc:{service}:health"  # string: {"health", "failures", "backoff_until", "last_failure", "spec_hash"} JSON
+
+
 # app/auth.py — issued tokens, stored only as sha256 hex digests
 def tokens() -> str:
     return f"{_p()}:tokens"  # hash sha256(token) -> {"service", "tenant"} JSON

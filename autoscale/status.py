@@ -40,16 +40,13 @@ def _decision(last: dict[str, Any] | None, now: float) -> tuple[str, str, str]:
     return desired, when, last.get("reason_now") or last["reason"]
 
 
-def status_tables(r: redis.Redis, now: float | None = None) -> Group:
-    """A services table (one row each) and a workers table (one row per live worker)."""
+def status_data(r: redis.Redis, now: float | None = None) -> dict[str, Any]:
+    """Everything ``status`` shows, as plain data (``scalejob status -o json`` prints it)."""
+    from autoscale import health
+
     now = time.time() if now is None else now
     specs = services.all_specs(r)
-    svc = Table(title="scalejob services", title_justify="left")
-    for col in ("service", "waiting", "running", "workers", "desired", "last decision", "reason"):
-        svc.add_column(col, overflow="fold", justify="right" if col in ("waiting", "running") else "left")
-    wk = Table(title="workers", title_justify="left")
-    for col in ("worker", "service", "state", "task", "up", "GPU", "spec"):
-        wk.add_column(col, overflow="fold")
+    out: dict[str, Any] = {"services": [], "workers": []}
     for name in sorted(specs):
         workers = registry.list_workers(r, name)
         states: dict[str, int] = {}
@@ -57,15 +54,50 @@ def status_tables(r: redis.Redis, now: float | None = None) -> Group:
             states[w.state] = states.get(w.state, 0) + 1
         [last] = history.recent(r, name, 1) or [None]
         desired, when, reason = _decision(last, now)
-        by_state = ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "0"
-        svc.add_row(name, str(tenants.waiting(r, name)), str(sum(len(w.running) for w in workers)), by_state, desired, when, reason)
+        h = health.view(r, name, now)
+        failing = ""
+        if h["health"] != health.OK and h["last_failure"]:
+            failing = f"{h['failures']} failed starts, next in {h['backoff_left']:.0f}s: {h['last_failure']['reason']}"
+        out["services"].append({
+            "service": name, "type": specs[name].metadata.type, "waiting": tenants.waiting(r, name), "running": sum(len(w.running) for w in workers),
+            "workers": states, "desired": desired, "last_decision": when, "reason": reason, "health": h["health"], "failing": failing,
+            "failures": h["failures"], "backoff_left": h["backoff_left"], "last_failure": h["last_failure"],
+        })
         current = services.spec_hash(specs[name])
         for w in workers:
-            spec = "current" if w.spec_hash in ("", current) else "outdated (rolls after its task)"
-            task = w.running[0] if w.running else "-"
-            wk.add_row(w.name, name, w.state, task, _ago(now - w.started_at).replace(" ago", ""), gpu_label(w.gpus), spec)
-    if not specs:
+            out["workers"].append({
+                "worker": w.name, "service": name, "state": w.state, "task": w.running[0] if w.running else "-",
+                "up": _ago(now - w.started_at).replace(" ago", ""), "gpu": gpu_label(w.gpus),
+                "spec": "current" if w.spec_hash in ("", current) else "outdated (rolls after its task)",
+            })
+    return out
+
+
+def status_tables(r: redis.Redis, now: float | None = None, wide: bool = False) -> Group:
+    """A services table (one row each) and a workers table (one row per live worker).
+
+    Narrow by default (fits 80 columns: long reasons are cut with an ellipsis, one line per
+    row); ``wide`` folds them in full."""
+    data = status_data(r, now)
+    overflow = "fold" if wide else "ellipsis"
+    svc = Table(title="scalejob services", title_justify="left")
+    for col in ("service", "waiting", "running", "workers", "desired", "failing", "last decision", "reason"):
+        right = col in ("waiting", "running")
+        svc.add_column(col, overflow=overflow, no_wrap=not wide, justify="right" if right else "left",
+                       max_width=None if wide else {"failing": 24, "reason": 24, "service": 16}.get(col))
+    wk = Table(title="workers", title_justify="left")
+    for col in ("worker", "service", "state", "task", "up", "GPU", "spec"):
+        wk.add_column(col, overflow=overflow, no_wrap=not wide)
+    for s in data["services"]:
+        by_state = ", ".join(f"{n} {st}" for st, n in sorted(s["workers"].items())) or "0"
+        failing = f"[red]{s['failing']}[/red]" if s["failing"] else "-"
+        svc.add_row(s["service"], str(s["waiting"]), str(s["running"]), by_state, s["desired"], failing, s["last_decision"], s["reason"])
+    for w in data["workers"]:
+        wk.add_row(w["worker"], w["service"], w["state"], w["task"], w["up"], w["gpu"], w["spec"])
+    if not data["services"]:
         svc.caption = "no service deployed (scalejob deploy SPEC.json)"
+    elif not wide:
+        svc.caption = "long text cut: scalejob status --wide (or -o json)"
     return Group(svc, wk)
 
 
@@ -74,12 +106,12 @@ def status_table(r: redis.Redis) -> Group:
     return status_tables(r)
 
 
-def watch(r: redis.Redis, console: Console, interval: float = 1.0, stop: Callable[[], bool] = lambda: False) -> None:
+def watch(r: redis.Redis, console: Console, interval: float = 1.0, stop: Callable[[], bool] = lambda: False, wide: bool = False) -> None:
     """Redraw the status every ``interval`` s until Ctrl-C (or ``stop()``)."""
     try:
-        with Live(status_tables(r), console=console, refresh_per_second=4, screen=False) as live:
+        with Live(status_tables(r, wide=wide), console=console, refresh_per_second=4, screen=False) as live:
             while not stop():
                 time.sleep(interval)
-                live.update(status_tables(r))
+                live.update(status_tables(r, wide=wide))
     except KeyboardInterrupt:
         pass
