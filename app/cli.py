@@ -23,8 +23,15 @@ err = Console(stderr=True)
 
 
 def fail(message: str, code: int = 1) -> None:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def _own_embedded() -> None:
+    """Commands that run part of the stack may start the embedded Redis (and stop it when they are the last user)."""
+    from app.connections import allow_embedded_start
+
+    allow_embedded_start()
 
 
 def _redis():  # noqa: ANN202
@@ -45,6 +52,7 @@ def worker(
 
     Example: scalejob worker training --spec deploy/examples/training.json
     """
+    _own_embedded()
     from workers.instance import run_worker
 
     if spec is not None:
@@ -72,7 +80,7 @@ def submit(
     data: str = typer.Argument(..., help="Payload, or @file to read it from a file"),
     task_type: str = typer.Option("command", "--type", help="command or query"),
     follow: bool = typer.Option(True, help="Wait for the result and stream logs"),
-    timeout: float = typer.Option(3600.0, help="Seconds to wait when following"),
+    timeout: Optional[float] = typer.Option(None, help="Seconds to wait when following (default: until done, while something runs to take it)"),
 ) -> None:
     """Put one task on SERVICE's queue (and follow it to its result).
 
@@ -92,12 +100,16 @@ def submit(
     console.print(f"queued request [bold]{rid}[/bold] (index {index})")
     if not follow:
         return
+    from app.cli_run import nothing_runs
+
+    if (why := nothing_runs(r, service, within=3.0)) is not None:
+        fail(f"{why}; request {rid} stays queued: start the stack (scalejob up) and follow it with `scalejob logs {rid}`")
     rec = follow_request(r, rid, timeout)
     console.print_json(json.dumps({"state": rec.state, "result": rec.result, "error": rec.error}))
     raise typer.Exit(0 if rec.state == "succeeded" else 1)
 
 
-def follow_request(r, request_id: str, timeout: float) -> records.Record:  # noqa: ANN001
+def follow_request(r, request_id: str, timeout: float | None) -> records.Record:  # noqa: ANN001
     """Stream a request's log lines with a live progress bar; return its final record."""
     from app.cli_run import follow
 
@@ -107,6 +119,7 @@ def follow_request(r, request_id: str, timeout: float) -> records.Record:  # noq
 @cli.command()
 def demo() -> None:
     """Run scalejob end to end on this machine: embedded Redis, one worker, two tasks."""
+    _own_embedded()
     from app.demo import run_demo
 
     raise typer.Exit(run_demo(console))
@@ -123,6 +136,7 @@ def api(
 
     Example: SCALEJOB_ADMIN_TOKEN=secret scalejob api --port 8000
     """
+    _own_embedded()
     import uvicorn
 
     from app.settings import get_settings
@@ -160,6 +174,7 @@ def autoscale(
               scalejob autoscale --backend kubernetes --k8s-namespace scalejob-workers
               scalejob autoscale --celery-app proj.celery:app --queue images --worker-cmd "celery -A proj.celery worker -Q images -c 1" --min 0 --max 8
     """
+    _own_embedded()
     import logging
 
     from app.settings import get_settings
@@ -248,7 +263,7 @@ def main() -> None:
     except Exception as exc:  # noqa: BLE001 - one clear line unless --debug
         if debug:
             raise
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         sys.exit(1)
 
 

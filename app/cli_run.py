@@ -19,9 +19,37 @@ from app import records, sink
 console = Console()
 
 
-def follow(r: Any, request_id: str, timeout: float, fail: Callable[[str], NoReturn], show_logs: bool = True) -> records.Record:
-    """Show a live progress bar and the request's log lines until it ends; return its record."""
-    after, deadline = "0-0", time.monotonic() + timeout
+def _own_embedded() -> None:
+    from app.connections import allow_embedded_start
+
+    allow_embedded_start()
+
+
+def nothing_runs(r: Any, service: str, within: float = 0.0) -> str | None:
+    """Why no task of ``service`` can run (no autoscaler leader and no live worker for ``within`` s), or None.
+
+    Why ask: a request put while nothing runs would be followed for ever; the user is told
+    quickly instead, and the request (already queued) runs when the stack starts. ``within``
+    covers a stack that is just starting (its autoscaler takes the lock a moment after ``up``)."""
+    from app import keys
+    from workers.registry import list_workers
+
+    deadline = time.monotonic() + within
+    while True:
+        if r.exists(keys.autoscaler_lock()) or any(w.state != "draining" for w in list_workers(r, service)):
+            return None
+        if time.monotonic() >= deadline:
+            return f"nothing is running to take it (no autoscaler and no live worker of {service!r})"
+        time.sleep(0.2)
+
+
+def follow(r: Any, request_id: str, timeout: float | None, fail: Callable[[str], NoReturn], show_logs: bool = True) -> records.Record:
+    """Show a live progress bar and the request's log lines until it ends; return its record.
+
+    ``timeout`` None: until it ends, as long as something runs to take it (checked every 2 s;
+    after 5 s of nothing running, it fails with the request id to follow later)."""
+    after, deadline = "0-0", time.monotonic() + (timeout if timeout is not None else float("inf"))
+    checked, idle_since = 0.0, None
     columns = (TextColumn("[bold]{task.fields[state]}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task("request", total=100, state="queued")
@@ -35,8 +63,14 @@ def follow(r: Any, request_id: str, timeout: float, fail: Callable[[str], NoRetu
                 bar.update(task, completed=rec.progress, state=rec.state)
                 if rec.done:
                     return rec
+                if timeout is None and time.monotonic() - checked >= 2.0:
+                    checked = time.monotonic()
+                    why = nothing_runs(r, rec.service) if rec.state == "queued" else None
+                    idle_since = (idle_since or checked) if why else None
+                    if why and checked - idle_since >= 5.0:
+                        fail(f"{why}; request {request_id} stays queued: follow it later with `scalejob logs {request_id}`")
             time.sleep(0.1)
-    fail(f"request {request_id} not finished after {timeout:.0f}s")
+    fail(f"request {request_id} not finished after {timeout:.0f}s (it goes on: `scalejob logs {request_id}`)")
 
 
 def register(cli: typer.Typer, fail: Callable[[str], NoReturn], redis: Callable[[], Any]) -> None:
@@ -56,6 +90,7 @@ def register(cli: typer.Typer, fail: Callable[[str], NoReturn], redis: Callable[
 
         Example: scalejob up deploy/examples/training.json deploy/examples/inference.json
         """
+        _own_embedded()
         import os
 
         from app.settings import get_settings
