@@ -70,8 +70,17 @@ def deploy(spec: Path = typer.Argument(..., help="Service JSON file")) -> None:
         parsed = load_spec(spec)
     except SpecError as exc:
         fail(str(exc))
-    version = services.save(_redis(), parsed)
+    from app import auth
+
+    r = _redis()
+    version = services.save(r, parsed)
     console.print(f"deployed [bold]{parsed.name}[/bold] (version {version})")
+    if parsed.metadata.token:
+        console.print("token: metadata.token of the spec", soft_wrap=True)
+    elif not auth.has_issued(r, parsed.name):  # the first deploy makes one, like PUT /api/services/<name>
+        console.print(f"token [bold]{auth.issue(r, parsed.name)}[/bold] (shown once; send it as the Authorization header)", soft_wrap=True)
+    else:
+        console.print(f"token: issued before and not shown again; a new one: scalejob token create {parsed.name}", soft_wrap=True)
 
 
 @cli.command()
@@ -105,8 +114,18 @@ def submit(
     if (why := nothing_runs(r, service, within=3.0)) is not None:
         fail(f"{why}; request {rid} stays queued: start the stack (scalejob up) and follow it with `scalejob logs {rid}`")
     rec = follow_request(r, rid, timeout)
-    console.print_json(json.dumps({"state": rec.state, "result": rec.result, "error": rec.error}))
+    console.print_json(json.dumps({"state": rec.state, "result": readable(rec.result), "error": rec.error}))
     raise typer.Exit(0 if rec.state == "succeeded" else 1)
+
+
+def readable(result: dict | None) -> dict | None:
+    """A query result as a user reads it: a JSON ``body`` parsed (printed pretty), other text as is."""
+    if not result or not isinstance(result.get("body"), str):
+        return result
+    try:
+        return {**result, "body": json.loads(result["body"])}
+    except ValueError:
+        return result
 
 
 def follow_request(r, request_id: str, timeout: float | None) -> records.Record:  # noqa: ANN001

@@ -221,3 +221,18 @@ def test_the_seed_examples_deploy_with_the_cli(stack) -> None:  # noqa: ANN001 -
         out = subprocess.run(python_argv("-m", "app.cli", "deploy", str(SEED / f"{name}.json")), env=stack.env, capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
     assert {"scalablejob", "kohya_job"} <= set(stack.r.hkeys(f"{stack.prefix}:services") and [k.decode() for k in stack.r.hkeys(f"{stack.prefix}:services")])
+
+
+def test_deploy_prints_the_token_it_made_or_how_to_get_one(stack) -> None:  # noqa: ANN001 - tests.conftest.Stack
+    from app import auth
+    from tests.helpers import python_argv
+
+    path = Path(stack.tmp) / "s.json"
+    name = stack.service_name("tok")
+    path.write_text(json.dumps({"metadata": {"name": name}}))
+    first = subprocess.run(python_argv("-m", "app.cli", "deploy", str(path)), env={**stack.env, "COLUMNS": "300"}, capture_output=True, text=True, timeout=60)
+    assert first.returncode == 0, first.stderr
+    token = first.stdout.split("token ")[1].split()[0]
+    assert auth.digest(token).encode() in stack.r.hkeys(f"{stack.prefix}:tokens")  # a real token of the service
+    again = subprocess.run(python_argv("-m", "app.cli", "deploy", str(path)), env={**stack.env, "COLUMNS": "300"}, capture_output=True, text=True, timeout=60)
+    assert f"scalejob token create {name}" in again.stdout, again.stdout
