@@ -15,8 +15,10 @@ import typer
 from rich.console import Console
 
 from app import records, services
+from app.cli_help import quiet_metavars
 from app.specs import SpecError, load_spec
 
+quiet_metavars()
 cli = typer.Typer(add_completion=False, no_args_is_help=True, help="scalejob: elastic Celery workers that never kill a running task.")
 console = Console()
 err = Console(stderr=True)
@@ -111,7 +113,7 @@ def submit(
         return
     from app.cli_run import nothing_runs
 
-    if (why := nothing_runs(r, service, within=3.0)) is not None:
+    if (why := nothing_runs(r, service, within=2.5)) is not None:
         fail(f"{why}; request {rid} stays queued: start the stack (scalejob up) and follow it with `scalejob logs {rid}`")
     rec = follow_request(r, rid, timeout)
     console.print_json(json.dumps({"state": rec.state, "result": readable(rec.result), "error": rec.error}))

@@ -19,6 +19,19 @@ from app import records, sink
 console = Console()
 
 
+def port_in_use(host: str, port: int) -> str | None:
+    """Why ``port`` cannot be bound on ``host`` (checked before anything starts), or None when free."""
+    import socket
+
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: a TIME_WAIT leftover is no clash
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
+
+
 def _own_embedded() -> None:
     from app.connections import allow_embedded_start
 
@@ -115,7 +128,11 @@ def register(cli: typer.Typer, fail: Callable[[str], NoReturn], redis: Callable[
                 flower_login(dict(os.environ))  # half a login fails here, before anything starts
             except FlowerAuthMissing as exc:
                 fail(str(exc))
-        raise typer.Exit(run_up(list(specs or []), port or get_settings().api_port, flower_port if flower else None, stop_timeout, console))
+        api_port = port or get_settings().api_port
+        for what, p in (("API", api_port), *((("Flower", flower_port),) if flower else ())):
+            if (why := port_in_use(get_settings().api_host, p)) is not None:
+                fail(f"{what} port {p} on {get_settings().api_host} is in use ({why}); stop what holds it or pick another: scalejob up --port N")
+        raise typer.Exit(run_up(list(specs or []), api_port, flower_port if flower else None, stop_timeout, console))
 
     @cli.command()
     def logs(

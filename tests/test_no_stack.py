@@ -79,3 +79,23 @@ def test_submit_to_a_stopped_stack_fails_fast_with_the_request_id(stack: Stack) 
     assert "nothing is running" in out.stderr and "scalejob logs" in out.stderr, out.stderr
     rid = out.stdout.split("queued request ")[1].split()[0]
     assert stack.record(rid).state == "queued"  # kept: it runs when the stack starts
+
+
+def test_up_names_the_port_in_use_before_printing_anything_else(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        env = {**_bare_env(), "SCALEJOB_DATA_DIR": str(tmp_path / "data"), "COLUMNS": "300"}
+        out = subprocess.run(python_argv("-m", "app.cli", "up", "--port", str(port)), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0 and f"port {port}" in out.stderr and "in use" in out.stderr, out
+    assert "scalejob up" not in out.stdout  # no success banner
+    assert not [p for p in _processes_under(tmp_path) if "redis" in p.name()]
+
+
+def test_help_shows_no_bool_or_str_metavars() -> None:
+    out = subprocess.run(python_argv("-m", "app.cli", "submit", "--help"), env={**_bare_env(), "COLUMNS": "120"}, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "--follow" in out.stdout
+    assert "<bool>" not in out.stdout and "<str>" not in out.stdout, out.stdout
