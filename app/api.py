@@ -171,11 +171,16 @@ def list_services(request: Request) -> list[dict[str, Any]]:
 
 
 def _health(r: redis.Redis, name: str) -> dict[str, Any]:
-    """``health`` (ok | crash_loop_backoff), ``failures``, ``backoff_left`` and ``last_failure`` (autoscale/health.py)."""
+    """``health`` (ok | crash_loop_backoff), ``failures``, ``backoff_left``, ``last_failure`` (autoscale/health.py) and ``front_end`` (app/frontends.py)."""
     from autoscale import health
+    from autoscale.status import front_end_view
 
     h = health.view(r, name)
-    return {"health": h["health"], "failures": h["failures"], "backoff_left": h["backoff_left"], "last_failure": h["last_failure"]}
+    try:
+        fe = front_end_view(r, services.get(r, name))
+    except services.UnknownService:
+        fe = None
+    return {"health": h["health"], "failures": h["failures"], "backoff_left": h["backoff_left"], "last_failure": h["last_failure"], "front_end": fe}
 
 
 @app.get("/api/services/{name}", summary="One service's spec and live stats (admin token)")

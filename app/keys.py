@@ -111,6 +111,11 @@ def service_health(service: str) -> str:
     return f"{_p()}:svc:{service}:health"  # string: {"health", "failures", "backoff_until", "last_failure", "spec_hash"} JSON
 
 
+# app/frontends.py — the front end of an integrated service, as the process that runs it last saw it
+def frontend(service: str) -> str:
+    return f"{_p()}:svc:{service}:frontend"  # string: {"state", "pid", "restarts", "last_failure", ...} JSON, with a TTL
+
+
 # app/auth.py — issued tokens, stored only as sha256 hex digests
 def tokens() -> str:
     return f"{_p()}:tokens"  # hash sha256(token) -> {"service", "tenant"} JSON

@@ -40,6 +40,15 @@ def _decision(last: dict[str, Any] | None, now: float) -> tuple[str, str, str]:
     return desired, when, last.get("reason_now") or last["reason"]
 
 
+def front_end_view(r: redis.Redis, spec: Any) -> dict[str, Any] | None:
+    """The front end's published state (app/frontends.py); ``not running`` when a spec wants one and no stack runs it."""
+    from app import frontends
+
+    if not frontends.wants_front_end(spec):
+        return None
+    return frontends.state(r, spec.name) or {"state": "not running", "last_failure": None, "restarts": 0, "restart_in": 0.0}
+
+
 def status_data(r: redis.Redis, now: float | None = None) -> dict[str, Any]:
     """Everything ``status`` shows, as plain data (``scalejob status -o json`` prints it)."""
     from autoscale import health
@@ -58,10 +67,13 @@ def status_data(r: redis.Redis, now: float | None = None) -> dict[str, Any]:
         failing = ""
         if h["health"] != health.OK and h["last_failure"]:
             failing = f"{h['failures']} failed starts, next in {h['backoff_left']:.0f}s: {h['last_failure']['reason']}"
+        fe = front_end_view(r, specs[name])
+        if fe and fe["state"] == "backoff" and fe.get("last_failure"):
+            failing = "; ".join(x for x in (failing, f"front end restarting in {fe['restart_in']:.0f}s: {fe['last_failure']['reason']}") if x)
         out["services"].append({
             "service": name, "type": specs[name].metadata.type, "waiting": tenants.waiting(r, name), "running": sum(len(w.running) for w in workers),
             "workers": states, "desired": desired, "last_decision": when, "reason": reason, "health": h["health"], "failing": failing,
-            "failures": h["failures"], "backoff_left": h["backoff_left"], "last_failure": h["last_failure"],
+            "failures": h["failures"], "backoff_left": h["backoff_left"], "last_failure": h["last_failure"], "front_end": fe,
         })
         current = services.spec_hash(specs[name])
         for w in workers:
