@@ -100,6 +100,10 @@ def decisions(service: str) -> str:
     return f"{_p()}:{service}:decisions"  # list of decision JSON, newest first (LPUSH + LTRIM)
 
 
+def samples(service: str) -> str:
+    return f"{_p()}:{service}:samples"  # list of {"t", "waiting", "running", "workers", "desired", "reason"} JSON, oldest first (RPUSH + LTRIM)
+
+
 # autoscale/backends/local.py — processes the local backend started, so a restarted autoscaler adopts them
 def local_workers() -> str:
     return f"{_p()}:autoscaler:local"  # hash worker name -> {"pid", "host", "service", "standby", "log", "term", "start_by"} JSON
