@@ -56,13 +56,24 @@ def nothing_runs(r: Any, service: str, within: float = 0.0) -> str | None:
         time.sleep(0.2)
 
 
+def _say_why_it_waits(out: Console, r: Any, rec: records.Record, said: str) -> str:
+    """Print (once per distinct cause) why a queued request does not start, e.g. a crash loop."""
+    from app.api_requests import waiting_reason
+
+    why = waiting_reason(r, rec.service) or ""
+    cause = why.split(": ", 1)[-1]
+    if why and cause != said:
+        out.print(f"waiting: {why}", style="yellow", highlight=False, markup=False)
+    return cause or said
+
+
 def follow(r: Any, request_id: str, timeout: float | None, fail: Callable[[str], NoReturn], show_logs: bool = True) -> records.Record:
     """Show a live progress bar and the request's log lines until it ends; return its record.
 
     ``timeout`` None: until it ends, as long as something runs to take it (checked every 2 s;
     after 5 s of nothing running, it fails with the request id to follow later)."""
     after, deadline = "0-0", time.monotonic() + (timeout if timeout is not None else float("inf"))
-    checked, idle_since = 0.0, None
+    checked, idle_since, said = 0.0, None, ""
     columns = (TextColumn("[bold]{task.fields[state]}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task("request", total=100, state="queued")
@@ -79,6 +90,7 @@ def follow(r: Any, request_id: str, timeout: float | None, fail: Callable[[str],
                 if timeout is None and time.monotonic() - checked >= 2.0:
                     checked = time.monotonic()
                     why = nothing_runs(r, rec.service) if rec.state == "queued" else None
+                    said = _say_why_it_waits(bar.console, r, rec, said) if rec.state == "queued" else said
                     idle_since = (idle_since or checked) if why else None
                     if why and checked - idle_since >= 5.0:
                         fail(f"{why}; request {request_id} stays queued: follow it later with `scalejob logs {request_id}`")

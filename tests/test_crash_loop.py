@@ -52,6 +52,8 @@ def test_failing_init_command_backs_off_shows_the_reason_and_a_good_deploy_recov
     assert max(len(line) for line in table.stdout.splitlines()) <= 80, table.stdout
 
     with api.client() as c:
+        waiting = c.get(f"/api/requests/{rid}").json()
+        assert waiting["state"] == "queued" and "fail to start" in waiting["waiting_reason"] and "code 7" in waiting["waiting_reason"], waiting
         got = c.get(f"/api/services/{name}").json()
         assert got["health"] == "crash_loop_backoff" and "code 7" in got["last_failure"]["reason"], got
         assert f'scalejob_service_failed_starts{{service="{name}"}}' in c.get("/metrics").text
@@ -63,3 +65,16 @@ def test_failing_init_command_backs_off_shows_the_reason_and_a_good_deploy_recov
     rec = stack.wait_done(rid, 60)
     assert rec.state == "succeeded", rec
     wait_for(lambda: _health(stack, name)["health"] == "ok", 10, what="health back to ok")
+
+
+def test_a_cancelled_waiting_request_leaves_the_waiting_count_at_once(stack: Stack, api: ApiServer) -> None:
+    from app import tenants
+
+    spec = stack.deploy(stack.command_spec())  # no worker: both wait
+    keep, drop = stack.put(spec, "command", "echo keep"), stack.put(spec, "command", "echo drop")
+    assert tenants.waiting(stack.r, spec.name) == 2
+    with api.client() as c:
+        assert c.delete(f"/api/requests/{drop}").json()["state"] == "cancelled"
+    assert tenants.waiting(stack.r, spec.name) == 1  # at once, not when a worker pops and skips it
+    stack.start_worker(spec.name)
+    assert stack.wait_done(keep, 60).state == "succeeded" and stack.record(drop).state == "cancelled"
