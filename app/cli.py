@@ -244,7 +244,7 @@ def status(
     elif watch:
         watch_status(_redis(), console, wide=wide)
     else:
-        console.print(status_tables(_redis(), wide=wide))
+        console.print(status_tables(_redis(), wide=wide, width=console.width))
 
 
 @cli.command()

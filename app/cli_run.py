@@ -63,7 +63,7 @@ def _say_why_it_waits(out: Console, r: Any, rec: records.Record, said: str) -> s
     why = waiting_reason(r, rec.service) or ""
     cause = why.split(": ", 1)[-1]
     if why and cause != said:
-        out.print(f"waiting: {why}", style="yellow", highlight=False, markup=False)
+        out.print(f"waiting: {why}", style="yellow", highlight=False, markup=False, soft_wrap=True)
     return cause or said
 
 
@@ -87,10 +87,10 @@ def follow(r: Any, request_id: str, timeout: float | None, fail: Callable[[str],
                 bar.update(task, completed=rec.progress, state=rec.state)
                 if rec.done:
                     return rec
-                if timeout is None and time.monotonic() - checked >= 2.0:
+                if time.monotonic() - checked >= 2.0:
                     checked = time.monotonic()
-                    why = nothing_runs(r, rec.service) if rec.state == "queued" else None
                     said = _say_why_it_waits(bar.console, r, rec, said) if rec.state == "queued" else said
+                    why = nothing_runs(r, rec.service) if rec.state == "queued" and timeout is None else None
                     idle_since = (idle_since or checked) if why else None
                     if why and checked - idle_since >= 5.0:
                         fail(f"{why}; request {request_id} stays queued: follow it later with `scalejob logs {request_id}`")

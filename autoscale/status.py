@@ -13,7 +13,9 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
+from rich import box
 from rich.console import Console, Group
+from rich.markup import escape
 from rich.live import Live
 from rich.table import Table
 
@@ -49,6 +51,12 @@ def front_end_view(r: redis.Redis, spec: Any) -> dict[str, Any] | None:
     return frontends.state(r, spec.name) or {"state": "not running", "last_failure": None, "restarts": 0, "restart_in": 0.0}
 
 
+def _cell(row: dict[str, Any], col: str) -> str:
+    if col == "workers":
+        return ", ".join(f"{n} {st}" for st, n in sorted(row["workers"].items())) or "0"
+    return str(row[col])
+
+
 def status_data(r: redis.Redis, now: float | None = None) -> dict[str, Any]:
     """Everything ``status`` shows, as plain data (``scalejob status -o json`` prints it)."""
     from autoscale import health
@@ -66,7 +74,7 @@ def status_data(r: redis.Redis, now: float | None = None) -> dict[str, Any]:
         h = health.view(r, name, now)
         failing = ""
         if h["health"] != health.OK and h["last_failure"]:
-            failing = f"{h['failures']} failed starts, next in {h['backoff_left']:.0f}s: {h['last_failure']['reason']}"
+            failing = f"{h['last_failure']['reason']} ({h['failures']} failed starts, next in {h['backoff_left']:.0f}s)"
         fe = front_end_view(r, specs[name])
         if fe and fe["state"] == "backoff" and fe.get("last_failure"):
             failing = "; ".join(x for x in (failing, f"front end restarting in {fe['restart_in']:.0f}s: {fe['last_failure']['reason']}") if x)
@@ -85,31 +93,39 @@ def status_data(r: redis.Redis, now: float | None = None) -> dict[str, Any]:
     return out
 
 
-def status_tables(r: redis.Redis, now: float | None = None, wide: bool = False) -> Group:
+def status_tables(r: redis.Redis, now: float | None = None, wide: bool = False, width: int = 80) -> Group:
     """A services table (one row each) and a workers table (one row per live worker).
 
     Narrow by default (fits 80 columns: long reasons are cut with an ellipsis, one line per
     row); ``wide`` folds them in full."""
     data = status_data(r, now)
-    overflow = "fold" if wide else "ellipsis"
-    svc = Table(title="scalejob services", title_justify="left")
-    for col in ("service", "waiting", "running", "workers", "desired", "failing", "last decision", "reason"):
-        right = col in ("waiting", "running")
-        svc.add_column(col, overflow=overflow, no_wrap=not wide, justify="right" if right else "left",
-                       max_width=None if wide else {"failing": 24, "reason": 24, "service": 16}.get(col))
-    wk = Table(title="workers", title_justify="left")
+    overflow = "fold" if wide else "ellipsis"  # workers table
+    look = {} if wide else {"box": box.SIMPLE_HEAD, "pad_edge": False}  # narrow: light borders, so 80 columns hold the numbers
+    svc = Table(title="scalejob services", title_justify="left", **look)
+    if wide:
+        for col in ("service", "waiting", "running", "workers", "desired", "failing", "last decision", "reason"):
+            svc.add_column(col, overflow="fold", justify="right" if col in ("waiting", "running") else "left")
+    else:  # 80 columns: the numbers in full, then one cut column: why it fails, else the autoscaler's reason
+        for col in ("service", "waiting", "running", "workers", "desired"):
+            svc.add_column(col, no_wrap=True, min_width=len(col), max_width=16 if col == "service" else None, overflow="ellipsis",
+                           justify="right" if col in ("waiting", "running") else "left")
+        fixed = [max([len(c), *(len(_cell(x, c)) for x in data["services"])]) for c in ("service", "waiting", "running", "workers", "desired")]
+        left = width - sum(min(f, 16) for f in fixed) - 3 * 5 - 2  # a divider and two pads between columns, the box edges
+        svc.add_column("failing / reason", no_wrap=True, overflow="ellipsis", max_width=max(left, 16))
+    wk = Table(title="workers", title_justify="left", **look)
     for col in ("worker", "service", "state", "task", "up", "GPU", "spec"):
         wk.add_column(col, overflow=overflow, no_wrap=not wide)
     for s in data["services"]:
-        by_state = ", ".join(f"{n} {st}" for st, n in sorted(s["workers"].items())) or "0"
-        failing = f"[red]{s['failing']}[/red]" if s["failing"] else "-"
-        svc.add_row(s["service"], str(s["waiting"]), str(s["running"]), by_state, s["desired"], failing, s["last_decision"], s["reason"])
+        by_state = _cell(s, "workers")
+        failing = f"[red]{escape(s['failing'])}[/red]" if s["failing"] else "-"
+        cells = [s["service"], str(s["waiting"]), str(s["running"]), by_state, s["desired"]]
+        svc.add_row(*cells, failing, s["last_decision"], s["reason"]) if wide else svc.add_row(*cells, failing if s["failing"] else escape(s["reason"]))
     for w in data["workers"]:
         wk.add_row(w["worker"], w["service"], w["state"], w["task"], w["up"], w["gpu"], w["spec"])
     if not data["services"]:
         svc.caption = "no service deployed (scalejob deploy SPEC.json)"
     elif not wide:
-        svc.caption = "long text cut: scalejob status --wide (or -o json)"
+        svc.caption = "cut to fit: scalejob status --wide (or -o json)"
     return Group(svc, wk)
 
 
@@ -121,9 +137,9 @@ def status_table(r: redis.Redis) -> Group:
 def watch(r: redis.Redis, console: Console, interval: float = 1.0, stop: Callable[[], bool] = lambda: False, wide: bool = False) -> None:
     """Redraw the status every ``interval`` s until Ctrl-C (or ``stop()``)."""
     try:
-        with Live(status_tables(r, wide=wide), console=console, refresh_per_second=4, screen=False) as live:
+        with Live(status_tables(r, wide=wide, width=console.width), console=console, refresh_per_second=4, screen=False) as live:
             while not stop():
                 time.sleep(interval)
-                live.update(status_tables(r, wide=wide))
+                live.update(status_tables(r, wide=wide, width=console.width))
     except KeyboardInterrupt:
         pass
