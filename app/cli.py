@@ -31,9 +31,13 @@ def fail(message: str, code: int = 1) -> None:
 
 def _own_embedded() -> None:
     """Commands that run part of the stack may start the embedded Redis (and stop it when they are the last user)."""
+    import signal
+
     from app.connections import allow_embedded_start
 
     allow_embedded_start()
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # a SIGTERM before the command installs its own handler:
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # exit through atexit, which stops an embedded Redis we own
 
 
 def _redis():  # noqa: ANN202
@@ -113,7 +117,7 @@ def submit(
         return
     from app.cli_run import nothing_runs
 
-    if (why := nothing_runs(r, service, within=2.5)) is not None:
+    if (why := nothing_runs(r, service, within=1.5)) is not None:
         fail(f"{why}; request {rid} stays queued: start the stack (scalejob up) and follow it with `scalejob logs {rid}`")
     rec = follow_request(r, rid, timeout)
     console.print_json(json.dumps({"state": rec.state, "result": readable(rec.result), "error": rec.error}))

@@ -5,6 +5,7 @@ Attached to the typer app of ``app/cli.py`` by :func:`register`, like ``app/cli_
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,9 +34,13 @@ def port_in_use(host: str, port: int) -> str | None:
 
 
 def _own_embedded() -> None:
+    import signal
+
     from app.connections import allow_embedded_start
 
     allow_embedded_start()
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # a SIGTERM before the command installs its own handler:
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # exit through atexit, which stops an embedded Redis we own
 
 
 def nothing_runs(r: Any, service: str, within: float = 0.0) -> str | None:

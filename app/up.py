@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 from rich.console import Console
@@ -161,6 +162,15 @@ def _stop_redis(server: EmbeddedRedis) -> None:
             proc.kill()
 
 
+def _wait_for_autoscaler(r: Any, stack: Stack, stopping: threading.Event, timeout: float = 60.0) -> None:
+    """Until the autoscaler holds its leader lock (or a child died, or Ctrl-C): ``submit`` checks it."""
+    from app import keys
+
+    deadline = time.monotonic() + timeout
+    while not r.exists(keys.autoscaler_lock()) and not stack.dead() and not stopping.is_set() and time.monotonic() < deadline:
+        stopping.wait(0.1)
+
+
 def flower_login(environ: dict[str, str]) -> tuple[dict[str, str], str]:
     """Flower's login for ``up --flower``: the configured one, else a password made for this run.
 
@@ -225,6 +235,7 @@ def run_up(specs: list[Path], port: int, flower_port: int | None, stop_timeout: 
             flower_env, flower_desc = flower_login(env)
             stack.start("flower", scalejob("flower", "--address", settings.api_host, "--port", str(flower_port)), {**env, **flower_env})
         endpoint = f"http://{settings.api_host}:{port}"
+        _wait_for_autoscaler(r, stack, stopping)  # the banner means "submit works": a task finds a leader to start its worker
         frontends = FrontEnds(r, endpoint, Path.cwd(), stack.log_dir, env)  # started once the API answers (app/frontends.py)
         tokens = {spec.name: frontends.token(spec) for spec in deployed}
         say(f"[bold]scalejob up[/bold]  broker {ep.broker_url}  data {data_dir}")

@@ -70,6 +70,19 @@ def log_tail(path: str | Path, lines: int = TAIL_LINES, max_bytes: int = 16384) 
     return tuple(line.rstrip()[:500] for line in text.splitlines() if line.strip())[-lines:]
 
 
+def failed_by_itself(service: str, exit_code: int | None, output: tuple[str, ...]) -> bool:
+    """Whether a worker that ended before it was ready failed on its own (counts toward the backoff).
+
+    Yes when it exited with a positive code, or said why (``run_worker`` prints ``scalejob worker
+    <service>: ...`` for a failed init command or a user app that never opened its port). No when
+    a signal ended it (a negative code, or no code and no such line): a worker killed from
+    outside (OOM killer, an operator, the chaos tests) is replaced at once, as before.
+    """
+    if exit_code is not None:
+        return exit_code > 0
+    return any(line.startswith(f"scalejob worker {service}: ") for line in output)
+
+
 def reason_from(service: str, exit_code: int | None, output: tuple[str, ...]) -> str:
     """One line: the worker's own error message when it printed one, else its last line."""
     prefix = f"scalejob worker {service}: "

@@ -130,8 +130,8 @@ def status_tables(r: redis.Redis, now: float | None = None, wide: bool = False, 
 
 
 def status_table(r: redis.Redis) -> Group:
-    """Kept for callers of the first version: the same as :func:`status_tables`."""
-    return status_tables(r)
+    """Kept for callers of the first version: :func:`status_tables` with every column in full (``--wide``)."""
+    return status_tables(r, wide=True)
 
 
 def watch(r: redis.Redis, console: Console, interval: float = 1.0, stop: Callable[[], bool] = lambda: False, wide: bool = False) -> None:

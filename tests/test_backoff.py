@@ -43,3 +43,16 @@ def test_at_most_eight_starts_in_a_minute_even_when_each_fails_at_once() -> None
         failures += 1
         now += delay(failures, CFG)
     assert starts <= 8, starts
+
+
+@pytest.mark.parametrize(("code", "output", "counts"), [
+    (3, (), True),  # exited on its own
+    (1, ("Traceback (most recent call last):", "ImportError: no module named x"), True),
+    (-9, (), False),  # SIGKILLed from outside: replaced at once
+    (None, ("scalejob worker svc: init command 'exit 7' exited with code 7:",), True),  # forked: no code, but it said why
+    (None, ("celery@w ready.",), False),  # forked and killed: no word of its own
+])
+def test_only_a_worker_that_failed_by_itself_counts_toward_the_backoff(code: int | None, output: tuple[str, ...], counts: bool) -> None:
+    from autoscale.health import failed_by_itself
+
+    assert failed_by_itself("svc", code, output) is counts

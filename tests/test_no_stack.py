@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import psutil
+import redis
 
 from app.embedded import find_embedded
 from tests.conftest import Stack
@@ -99,3 +100,25 @@ def test_help_shows_no_bool_or_str_metavars() -> None:
     out = subprocess.run(python_argv("-m", "app.cli", "submit", "--help"), env={**_bare_env(), "COLUMNS": "120"}, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "--follow" in out.stdout
     assert "<bool>" not in out.stdout and "<str>" not in out.stdout, out.stdout
+
+
+def test_autoscale_on_an_amqp_broker_stops_the_embedded_redis_it_started(tmp_path: Path) -> None:
+    import signal
+
+    from tests.conftest import AMQP_URL, amqp_reachable
+
+    if not amqp_reachable():
+        import pytest
+
+        pytest.skip("no RabbitMQ on 127.0.0.1:5672")
+    env = {**_bare_env(), "SCALEJOB_DATA_DIR": str(tmp_path / "data"), "SCALEJOB_BROKER_URL": AMQP_URL}
+    proc = subprocess.Popen(python_argv("-m", "app.cli", "autoscale"), cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        server = wait_for(lambda: find_embedded(tmp_path / "data"), 60, what="the autoscaler's embedded Redis (state store)")
+        wait_for(lambda: redis.Redis(port=server.port).keys("*autoscaler:leader"), 60, what="the autoscaler to lead")
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+        wait_for(lambda: find_embedded(tmp_path / "data") is None, 10, what="the embedded Redis to stop with the autoscaler")
+        wait_for(lambda: not [p for p in _processes_under(tmp_path) if "redis" in p.name()], 10, what="no redis-server left")
+    finally:
+        proc.kill()

@@ -63,3 +63,26 @@ def test_a_front_end_starts_for_a_spec_deployed_after_up_and_stops_on_delete(tmp
         wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, 30, what="the front end to stop on delete")
     finally:
         assert ctrl_c(up) == 0, up.output()
+
+
+def test_a_crash_looping_front_end_shows_in_status_with_its_exit_code(tmp_path: Path, redis_base: str) -> None:
+    env = clean_env()
+    up, port = start_up(tmp_path, env, "--broker", redis_base)
+    cli_env = {**env, "SCALEJOB_REDIS_URL": redis_base, "COLUMNS": "200"}
+    try:
+        spec = json.loads(INTEGRATED.read_text())
+        spec["front_end"]["script"] = "echo 'frontend: cannot bind 0.0.0.0:7860'; exit 5"
+        path = tmp_path / "crashing.json"
+        path.write_text(json.dumps(spec))
+        assert cli(cli_env, "deploy", str(path)).returncode == 0
+
+        def row() -> dict | None:
+            out = cli(cli_env, "status", "-o", "json")
+            [r] = [s for s in json.loads(out.stdout)["services"] if s["service"] == "integrated"]
+            return r if r["front_end"] and r["front_end"]["last_failure"] else None
+
+        r = wait_for(row, 60, interval=0.5, what="the front end's failure in status")
+        assert "exit code 5" in r["front_end"]["last_failure"]["reason"] and "cannot bind" in r["front_end"]["last_failure"]["reason"], r
+        assert "front end restarting" in r["failing"], r
+    finally:
+        assert ctrl_c(up) == 0, up.output()

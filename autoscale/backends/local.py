@@ -44,7 +44,7 @@ import redis
 from app import keys
 from autoscale.backends.base import BackendError, WorkerBackend, WorkerHandle
 from autoscale.backends.template import Template
-from autoscale.health import FailedStart, log_tail, reason_from
+from autoscale.health import FailedStart, failed_by_itself, log_tail, reason_from
 from autoscale.leader import Leadership, lua
 
 log = logging.getLogger(__name__)
@@ -286,9 +286,10 @@ class LocalBackend(WorkerBackend):
                     gone.append(name)
             elif not p.alive():
                 gone.append(name)
-                if p.start_by and p.stopping_at is None:  # exited before it registered: a failed start
+                if p.start_by and p.stopping_at is None:  # exited before it registered: a failed start?
                     code, tail = p.popen.returncode if p.popen is not None else None, log_tail(p.log_path)
-                    self.failed.append(FailedStart(p.service, name, time.time(), code, reason_from(p.service, code, tail), tail))
+                    if failed_by_itself(p.service, code, tail):
+                        self.failed.append(FailedStart(p.service, name, time.time(), code, reason_from(p.service, code, tail), tail))
             elif p.stopping_at is not None and time.monotonic() - p.stopping_at > self.force_after and not self.is_busy(name):
                 log.warning("worker %s did not exit %.0fs after SIGTERM and holds no task; killing it", name, self.force_after)
                 _signal(-p.pid, signal.SIGKILL)
