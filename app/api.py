@@ -50,6 +50,7 @@ HTTP_SECONDS = Histogram("scalejob_http_request_seconds", "HTTP request latency"
 WAITING = Gauge("scalejob_queue_waiting", "Tasks waiting on the broker", ["service"], registry=METRICS)
 WORKERS = Gauge("scalejob_workers", "Live workers by state", ["service", "state"], registry=METRICS)
 STALE = Gauge("scalejob_stale_writes_total", "Writes of stale deliveries (an old lease epoch) refused so far", registry=METRICS)
+FAILED_STARTS = Gauge("scalejob_service_failed_starts", "Consecutive failed worker starts (crash-loop backoff while > 0)", ["service"], registry=METRICS)
 
 
 class _Measure:
@@ -126,6 +127,7 @@ def metrics(request: Request) -> Response:
             counts[w.state] = counts.get(w.state, 0) + 1
         for state in ("starting", "idle", "busy", "draining", "standby"):
             WORKERS.labels(name, state).set(counts.get(state, 0))
+        FAILED_STARTS.labels(name).set(_health(r, name)["failures"])
     return Response(generate_latest(METRICS), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -167,14 +169,27 @@ def stats(r: redis.Redis, name: str) -> dict[str, Any]:
 def list_services(request: Request) -> list[dict[str, Any]]:
     _admin(request)
     r = state_redis()
-    return [{"name": n, "spec": public_spec(s), "stats": stats(r, n)} for n, s in sorted(services.all_specs(r).items())]
+    return [{"name": n, "spec": public_spec(s), "stats": stats(r, n), **_health(r, n)} for n, s in sorted(services.all_specs(r).items())]
+
+
+def _health(r: redis.Redis, name: str) -> dict[str, Any]:
+    """``health`` (ok | crash_loop_backoff), ``failures``, ``backoff_left``, ``last_failure`` (autoscale/health.py) and ``front_end`` (app/frontends.py)."""
+    from autoscale import health
+    from autoscale.status import front_end_view
+
+    h = health.view(r, name)
+    try:
+        fe = front_end_view(r, services.get(r, name))
+    except services.UnknownService:
+        fe = None
+    return {"health": h["health"], "failures": h["failures"], "backoff_left": h["backoff_left"], "last_failure": h["last_failure"], "front_end": fe}
 
 
 @app.get("/api/services/{name}", summary="One service's spec and live stats (admin token)")
 def get_service(name: str, request: Request) -> dict[str, Any]:
     _admin(request)
     spec = api_queue.load_spec(name)
-    return {"name": name, "spec": public_spec(spec), "stats": stats(state_redis(), name)}
+    return {"name": name, "spec": public_spec(spec), "stats": stats(state_redis(), name), **_health(state_redis(), name)}
 
 
 MAX_SPEC_BYTES = 1024 * 1024  # a spec is a few KB; refuse more without reading it

@@ -72,7 +72,20 @@ def load(request_id: str, authorization: str | None) -> records.Record:
 def view(r: redis.Redis, rec: records.Record) -> dict[str, Any]:
     out = rec.to_dict()
     out["position"] = position(r, rec)
+    if rec.state == "queued":
+        out["waiting_reason"] = waiting_reason(r, rec.service)
     return out
+
+
+def waiting_reason(r: redis.Redis, service: str) -> str | None:
+    """Why a queued request is not running yet, when the cause is known (None: it is just its turn)."""
+    from autoscale import health
+
+    h = health.view(r, service)
+    if h["health"] != health.OK and h["last_failure"]:
+        return (f"workers of {service} fail to start ({h['failures']} in a row; next try in {h['backoff_left']:.0f}s): "
+                f"{h['last_failure']['reason']}; the request stays queued")
+    return None
 
 
 def cancel(r: redis.Redis, request_id: str) -> records.Record | None:
@@ -85,6 +98,10 @@ def cancel(r: redis.Redis, request_id: str) -> records.Record | None:
     records.request_cancel(r, request_id)
     if rec.state == "queued" and rec.index is not None:
         queues.input_queue(r, rec.service).delete([rec.index])
+    if rec.state == "queued":
+        from app import depth, tenants
+
+        depth.remove_waiting(tenants.queue_name(rec.service, rec.tenant), request_id)  # leaves the waiting count now
     if rec.state == "queued" or rec.task_type == "query":
         if records.finish(r, request_id, "cancelled", error="cancelled by user"):
             sink.emit(r, rec.service, request_id, "error", b"cancelled by user", {"state": "cancelled"})

@@ -15,16 +15,29 @@ import typer
 from rich.console import Console
 
 from app import records, services
+from app.cli_help import quiet_metavars
 from app.specs import SpecError, load_spec
 
+quiet_metavars()
 cli = typer.Typer(add_completion=False, no_args_is_help=True, help="scalejob: elastic Celery workers that never kill a running task.")
 console = Console()
 err = Console(stderr=True)
 
 
 def fail(message: str, code: int = 1) -> None:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def _own_embedded() -> None:
+    """Commands that run part of the stack may start the embedded Redis (and stop it when they are the last user)."""
+    import signal
+
+    from app.connections import allow_embedded_start
+
+    allow_embedded_start()
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # a SIGTERM before the command installs its own handler:
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # exit through atexit, which stops an embedded Redis we own
 
 
 def _redis():  # noqa: ANN202
@@ -45,6 +58,7 @@ def worker(
 
     Example: scalejob worker training --spec deploy/examples/training.json
     """
+    _own_embedded()
     from workers.instance import run_worker
 
     if spec is not None:
@@ -62,8 +76,17 @@ def deploy(spec: Path = typer.Argument(..., help="Service JSON file")) -> None:
         parsed = load_spec(spec)
     except SpecError as exc:
         fail(str(exc))
-    version = services.save(_redis(), parsed)
+    from app import auth
+
+    r = _redis()
+    version = services.save(r, parsed)
     console.print(f"deployed [bold]{parsed.name}[/bold] (version {version})")
+    if parsed.metadata.token:
+        console.print("token: metadata.token of the spec", soft_wrap=True)
+    elif not auth.has_issued(r, parsed.name):  # the first deploy makes one, like PUT /api/services/<name>
+        console.print(f"token [bold]{auth.issue(r, parsed.name)}[/bold] (shown once; send it as the Authorization header)", soft_wrap=True)
+    else:
+        console.print(f"token: issued before and not shown again; a new one: scalejob token create {parsed.name}", soft_wrap=True)
 
 
 @cli.command()
@@ -72,7 +95,7 @@ def submit(
     data: str = typer.Argument(..., help="Payload, or @file to read it from a file"),
     task_type: str = typer.Option("command", "--type", help="command or query"),
     follow: bool = typer.Option(True, help="Wait for the result and stream logs"),
-    timeout: float = typer.Option(3600.0, help="Seconds to wait when following"),
+    timeout: Optional[float] = typer.Option(None, help="Seconds to wait when following (default: until done, while something runs to take it)"),
 ) -> None:
     """Put one task on SERVICE's queue (and follow it to its result).
 
@@ -92,12 +115,26 @@ def submit(
     console.print(f"queued request [bold]{rid}[/bold] (index {index})")
     if not follow:
         return
+    from app.cli_run import nothing_runs
+
+    if (why := nothing_runs(r, service, within=1.5)) is not None:
+        fail(f"{why}; request {rid} stays queued: start the stack (scalejob up) and follow it with `scalejob logs {rid}`")
     rec = follow_request(r, rid, timeout)
-    console.print_json(json.dumps({"state": rec.state, "result": rec.result, "error": rec.error}))
+    console.print_json(json.dumps({"state": rec.state, "result": readable(rec.result), "error": rec.error}))
     raise typer.Exit(0 if rec.state == "succeeded" else 1)
 
 
-def follow_request(r, request_id: str, timeout: float) -> records.Record:  # noqa: ANN001
+def readable(result: dict | None) -> dict | None:
+    """A query result as a user reads it: a JSON ``body`` parsed (printed pretty), other text as is."""
+    if not result or not isinstance(result.get("body"), str):
+        return result
+    try:
+        return {**result, "body": json.loads(result["body"])}
+    except ValueError:
+        return result
+
+
+def follow_request(r, request_id: str, timeout: float | None) -> records.Record:  # noqa: ANN001
     """Stream a request's log lines with a live progress bar; return its final record."""
     from app.cli_run import follow
 
@@ -107,6 +144,7 @@ def follow_request(r, request_id: str, timeout: float) -> records.Record:  # noq
 @cli.command()
 def demo() -> None:
     """Run scalejob end to end on this machine: embedded Redis, one worker, two tasks."""
+    _own_embedded()
     from app.demo import run_demo
 
     raise typer.Exit(run_demo(console))
@@ -123,6 +161,7 @@ def api(
 
     Example: SCALEJOB_ADMIN_TOKEN=secret scalejob api --port 8000
     """
+    _own_embedded()
     import uvicorn
 
     from app.settings import get_settings
@@ -160,6 +199,7 @@ def autoscale(
               scalejob autoscale --backend kubernetes --k8s-namespace scalejob-workers
               scalejob autoscale --celery-app proj.celery:app --queue images --worker-cmd "celery -A proj.celery worker -Q images -c 1" --min 0 --max 8
     """
+    _own_embedded()
     import logging
 
     from app.settings import get_settings
@@ -186,7 +226,11 @@ def autoscale(
 
 
 @cli.command()
-def status(watch: bool = typer.Option(False, "--watch", "-w", help="Redraw every second until Ctrl-C")) -> None:
+def status(
+    watch: bool = typer.Option(False, "--watch", "-w", help="Redraw every second until Ctrl-C"),
+    wide: bool = typer.Option(False, "--wide", help="Show long reasons in full (default: fit 80 columns)"),
+    output: str = typer.Option("table", "--output", "-o", help="table or json"),
+) -> None:
     """Show each service (waiting and running tasks, workers by state, desired count, last decision
     and its reason) and each worker (state, task, GPU, whether it runs the current spec).
 
@@ -195,12 +239,16 @@ def status(watch: bool = typer.Option(False, "--watch", "-w", help="Redraw every
     Examples: scalejob status
               scalejob status --watch
     """
-    from autoscale.status import status_tables, watch as watch_status
+    from autoscale.status import status_data, status_tables, watch as watch_status
 
-    if watch:
-        watch_status(_redis(), console)
+    if output not in ("table", "json"):
+        fail(f"--output: expected table or json, got {output!r}")
+    if output == "json":
+        typer.echo(json.dumps(status_data(_redis()), default=str))
+    elif watch:
+        watch_status(_redis(), console, wide=wide)
     else:
-        console.print(status_tables(_redis()))
+        console.print(status_tables(_redis(), wide=wide, width=console.width))
 
 
 @cli.command()
@@ -243,7 +291,7 @@ def main() -> None:
     except Exception as exc:  # noqa: BLE001 - one clear line unless --debug
         if debug:
             raise
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         sys.exit(1)
 
 

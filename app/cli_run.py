@@ -5,6 +5,7 @@ Attached to the typer app of ``app/cli.py`` by :func:`register`, like ``app/cli_
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,9 +20,65 @@ from app import records, sink
 console = Console()
 
 
-def follow(r: Any, request_id: str, timeout: float, fail: Callable[[str], NoReturn], show_logs: bool = True) -> records.Record:
-    """Show a live progress bar and the request's log lines until it ends; return its record."""
-    after, deadline = "0-0", time.monotonic() + timeout
+def port_in_use(host: str, port: int) -> str | None:
+    """Why ``port`` cannot be bound on ``host`` (checked before anything starts), or None when free."""
+    import socket
+
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: a TIME_WAIT leftover is no clash
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
+
+
+def _own_embedded() -> None:
+    import signal
+
+    from app.connections import allow_embedded_start
+
+    allow_embedded_start()
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # a SIGTERM before the command installs its own handler:
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # exit through atexit, which stops an embedded Redis we own
+
+
+def nothing_runs(r: Any, service: str, within: float = 0.0) -> str | None:
+    """Why no task of ``service`` can run (no autoscaler leader and no live worker for ``within`` s), or None.
+
+    Why ask: a request put while nothing runs would be followed for ever; the user is told
+    quickly instead, and the request (already queued) runs when the stack starts. ``within``
+    covers a stack that is just starting (its autoscaler takes the lock a moment after ``up``)."""
+    from app import keys
+    from workers.registry import list_workers
+
+    deadline = time.monotonic() + within
+    while True:
+        if r.exists(keys.autoscaler_lock()) or any(w.state != "draining" for w in list_workers(r, service)):
+            return None
+        if time.monotonic() >= deadline:
+            return f"nothing is running to take it (no autoscaler and no live worker of {service!r})"
+        time.sleep(0.2)
+
+
+def _say_why_it_waits(out: Console, r: Any, rec: records.Record, said: str) -> str:
+    """Print (once per distinct cause) why a queued request does not start, e.g. a crash loop."""
+    from app.api_requests import waiting_reason
+
+    why = waiting_reason(r, rec.service) or ""
+    cause = why.split(": ", 1)[-1]
+    if why and cause != said:
+        out.print(f"waiting: {why}", style="yellow", highlight=False, markup=False, soft_wrap=True)
+    return cause or said
+
+
+def follow(r: Any, request_id: str, timeout: float | None, fail: Callable[[str], NoReturn], show_logs: bool = True) -> records.Record:
+    """Show a live progress bar and the request's log lines until it ends; return its record.
+
+    ``timeout`` None: until it ends, as long as something runs to take it (checked every 2 s;
+    after 5 s of nothing running, it fails with the request id to follow later)."""
+    after, deadline = "0-0", time.monotonic() + (timeout if timeout is not None else float("inf"))
+    checked, idle_since, said = 0.0, None, ""
     columns = (TextColumn("[bold]{task.fields[state]}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task("request", total=100, state="queued")
@@ -35,8 +92,15 @@ def follow(r: Any, request_id: str, timeout: float, fail: Callable[[str], NoRetu
                 bar.update(task, completed=rec.progress, state=rec.state)
                 if rec.done:
                     return rec
+                if time.monotonic() - checked >= 2.0:
+                    checked = time.monotonic()
+                    said = _say_why_it_waits(bar.console, r, rec, said) if rec.state == "queued" else said
+                    why = nothing_runs(r, rec.service) if rec.state == "queued" and timeout is None else None
+                    idle_since = (idle_since or checked) if why else None
+                    if why and checked - idle_since >= 5.0:
+                        fail(f"{why}; request {request_id} stays queued: follow it later with `scalejob logs {request_id}`")
             time.sleep(0.1)
-    fail(f"request {request_id} not finished after {timeout:.0f}s")
+    fail(f"request {request_id} not finished after {timeout:.0f}s (it goes on: `scalejob logs {request_id}`)")
 
 
 def register(cli: typer.Typer, fail: Callable[[str], NoReturn], redis: Callable[[], Any]) -> None:
@@ -56,6 +120,7 @@ def register(cli: typer.Typer, fail: Callable[[str], NoReturn], redis: Callable[
 
         Example: scalejob up deploy/examples/training.json deploy/examples/inference.json
         """
+        _own_embedded()
         import os
 
         from app.settings import get_settings
@@ -80,7 +145,11 @@ def register(cli: typer.Typer, fail: Callable[[str], NoReturn], redis: Callable[
                 flower_login(dict(os.environ))  # half a login fails here, before anything starts
             except FlowerAuthMissing as exc:
                 fail(str(exc))
-        raise typer.Exit(run_up(list(specs or []), port or get_settings().api_port, flower_port if flower else None, stop_timeout, console))
+        api_port = port or get_settings().api_port
+        for what, p in (("API", api_port), *((("Flower", flower_port),) if flower else ())):
+            if (why := port_in_use(get_settings().api_host, p)) is not None:
+                fail(f"{what} port {p} on {get_settings().api_host} is in use ({why}); stop what holds it or pick another: scalejob up --port N")
+        raise typer.Exit(run_up(list(specs or []), api_port, flower_port if flower else None, stop_timeout, console))
 
     @cli.command()
     def logs(

@@ -1,8 +1,13 @@
 """Where the broker and the state Redis are, and clients for them.
 
 Resolution order: explicit ``broker_url`` / ``redis_url`` settings; a Redis broker doubles as
-the state store; with neither set, the embedded Redis of the data dir (started on first use).
-An ``amqp://`` broker still needs a Redis for state: ``redis_url`` or the embedded one.
+the state store; with neither set, the embedded Redis of the data dir. An ``amqp://`` broker
+still needs a Redis for state: ``redis_url`` or the embedded one.
+
+Only a process that called :func:`allow_embedded_start` (the CLI's ``up``, ``api``, ``worker``,
+``autoscale`` and ``demo``) starts the embedded Redis, and it then holds it (``embedded.hold``:
+the last such process to exit stops it). Everything else (importing the Celery app, ``celery
+inspect``, ``scalejob status``) only finds a running one, or raises :class:`NoStack` at once.
 """
 
 from __future__ import annotations
@@ -12,8 +17,20 @@ from dataclasses import dataclass
 
 import redis
 
-from app.embedded import ensure_embedded
+from app.embedded import ensure_embedded, find_embedded, hold
 from app.settings import Settings, get_settings
+
+_start_allowed = False
+
+
+class NoStack(RuntimeError):
+    """No state Redis configured and no running embedded Redis in the data dir; ``str()`` says where we looked."""
+
+
+def allow_embedded_start() -> None:
+    """This process may start the embedded Redis of its data dir (and then owns a share of it)."""
+    global _start_allowed
+    _start_allowed = True
 
 
 @dataclass(frozen=True)
@@ -38,10 +55,23 @@ def resolve(settings: Settings) -> Endpoints:
     if not state and broker and is_redis_url(broker):
         state = broker
     if not state:
-        state = ensure_embedded(settings.data_dir, settings.embedded_appendfsync).url
+        state = _embedded_url(settings)
     if not broker:
         broker = state
     return Endpoints(broker_url=broker, redis_url=state)
+
+
+def _embedded_url(settings: Settings) -> str:
+    if _start_allowed:
+        server = ensure_embedded(settings.data_dir, settings.embedded_appendfsync)
+        hold(server)
+        return server.url
+    server = find_embedded(settings.data_dir)
+    if server is None:
+        where = (settings.data_dir / "redis").resolve()
+        raise NoStack(f"no scalejob stack: no Redis running in {where} and SCALEJOB_REDIS_URL unset; "
+                      "run `scalejob up` here, or set SCALEJOB_DATA_DIR / SCALEJOB_REDIS_URL to a running stack's")
+    return server.url
 
 
 @functools.lru_cache(maxsize=1)

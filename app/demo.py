@@ -8,7 +8,6 @@ stops everything it started.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import signal
@@ -20,6 +19,7 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from workers.query import result_body
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "deploy" / "examples"
 
@@ -71,7 +71,7 @@ def run_demo(console: Console) -> int:
         console.print(f"command task {rid}: [bold]{rec.state}[/bold] exit_code={rec.result and rec.result.get('exit_code')}")
         _, qid = inqueue.put(r, spec, "query", b"hello scalejob")
         qrec = follow_request(r, qid, timeout=120)
-        body = base64.b64decode(qrec.result["body_b64"]).decode() if qrec.result else qrec.error
+        body = result_body(qrec.result).decode(errors="replace") if qrec.result else qrec.error
         console.print(f"query task {qid}: [bold]{qrec.state}[/bold] HTTP {qrec.result and qrec.result.get('status')} {body}")
         code = 0 if rec.state == qrec.state == "succeeded" else 1
         console.print(json.dumps({"command": records.get(r, rid).to_dict()["state"], "query": qrec.state}))

@@ -11,6 +11,7 @@ The API (429 on ``max_waiting``) and the autoscaler both call :func:`waiting`.
 from __future__ import annotations
 
 import functools
+import json
 import threading
 
 import redis
@@ -82,3 +83,24 @@ def waiting_on(connection_or_url: str | redis.Redis | Connection, queue: str) ->
 def waiting(service: str) -> int:
     """Messages waiting on the broker for ``scalejob.<service>``."""
     return waiting_on(endpoints().broker_url, keys.celery_queue(service))
+
+
+def remove_waiting(queue: str, task_id: str, url: str | None = None) -> bool:
+    """Take the message of ``task_id`` off ``queue`` when it still waits there (Redis brokers).
+
+    Why: a cancelled request must leave the waiting count (and the autoscaler's load) at once,
+    not when a worker finally pops and skips it. On AMQP a waiting message cannot be removed
+    without consuming it, so there the worker skips it as before (returns False).
+    """
+    url = url or endpoints().broker_url
+    if not is_redis_url(url):
+        return False
+    client = _redis_client(url)
+    for key in redis_queue_keys(queue):
+        for raw in client.lrange(key, 0, -1):
+            try:
+                if json.loads(raw).get("headers", {}).get("id") == task_id:
+                    return bool(client.lrem(key, 1, raw))
+            except (ValueError, AttributeError):
+                continue
+    return False

@@ -9,8 +9,10 @@ process with the same data dir finds and reuses it. A file lock makes concurrent
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import logging
+import os
 import socket
 import subprocess
 import time
@@ -20,6 +22,9 @@ from pathlib import Path
 import redis
 
 log = logging.getLogger(__name__)
+
+
+import psutil
 
 
 class EmbeddedRedisError(RuntimeError):
@@ -148,3 +153,48 @@ def stop_embedded(server: EmbeddedRedis) -> None:
     except redis.RedisError as exc:
         log.warning("embedded Redis shutdown: %s", exc)
     (server.directory / "redis.port").unlink(missing_ok=True)
+
+
+# --- ownership: the processes that may start the server use it, the last one out stops it --------
+
+def _users(directory: Path) -> Path:
+    return directory / "users"
+
+
+def _user_alive(entry: Path) -> bool:
+    """A user file ``<pid>`` holding the process's create time: alive and not a reused pid."""
+    try:
+        proc = psutil.Process(int(entry.name))
+        return proc.status() != psutil.STATUS_ZOMBIE and abs(proc.create_time() - float(entry.read_text())) < 1.0
+    except (OSError, ValueError, psutil.Error):
+        return False
+
+
+def hold(server: EmbeddedRedis) -> None:
+    """This process uses ``server``: register it, and stop the server at exit if no other user is left.
+
+    Why: the embedded Redis is a daemon that outlives the process that started it. Only the
+    processes that may start it (``scalejob up``, ``api``, ``worker``, ``autoscale``, ``demo``)
+    register; when the last of them exits normally (Ctrl-C under ``honcho start`` included), the
+    server is shut down (AOF flushed) instead of being left running.
+    """
+    users = _users(server.directory)
+    users.mkdir(exist_ok=True)
+    me = users / str(os.getpid())
+    me.write_text(repr(psutil.Process().create_time()))
+    atexit.register(release, server, os.getpid())
+
+
+def release(server: EmbeddedRedis, pid: int) -> bool:
+    """Unregister ``pid``; stop the server when no live user remains. Returns True if it stopped it."""
+    if os.getpid() != pid:  # a forked child inherited the handler: not a user
+        return False
+    users = _users(server.directory)
+    with open(server.directory / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        (users / str(pid)).unlink(missing_ok=True)
+        others = [e for e in users.iterdir() if _user_alive(e)] if users.exists() else []
+        if others or not _alive(server.port):
+            return False
+        stop_embedded(server)
+    return True

@@ -8,18 +8,23 @@ three environment variables, the same on every platform:
 - ``SCALEJOB_SERVICE``: the backend service name (``POST {endpoint}/api/predict/{service}``),
 - ``SCALEJOB_TOKEN``: the token to send as ``Authorization``,
 
-plus ``PORT`` when ``front_end.port`` is set. The process is restarted when it exits (with a
-backoff so a crash loop does not spin) and stopped with its whole process group.
-``scalejob up`` owns one :class:`FrontendProcess` per ScalableJobService it deploys.
+plus ``PORT`` when ``front_end.port`` is set. The process is restarted when it exits, with the
+autoscaler's crash-loop backoff (``autoscale/backoff.py``: 1 s doubling to 5 min, reset after
+60 s up), and stopped with its whole process group. Which front ends run is stack state, not
+``up``'s argv: ``app/frontends.py`` follows the deployed specs.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from app.specs import ServiceSpec
+from autoscale.backoff import BackoffConfig
 from workers.supervisor import SupervisedProcess
+
+SCHEDULE = BackoffConfig()
 
 
 def frontend_env(spec: ServiceSpec, endpoint: str, token: str, base: dict[str, str] | None = None) -> dict[str, str]:
@@ -34,8 +39,26 @@ def frontend_env(spec: ServiceSpec, endpoint: str, token: str, base: dict[str, s
 class FrontendProcess(SupervisedProcess):
     """One supervised front-end process: :meth:`start`, :meth:`stop`; restarts it when it exits."""
 
+    backoff_start, backoff_max, stable_after = SCHEDULE.initial, SCHEDULE.cap, SCHEDULE.reset_after
+
     def __init__(self, spec: ServiceSpec, endpoint: str, token: str, cwd: Path, log_path: Path) -> None:
         if spec.front_end is None or not spec.front_end.script:
             raise ValueError(f"service {spec.name} has no front_end.script to run")
         super().__init__(f"front end of {spec.name}", spec.front_end.script, cwd, frontend_env(spec, endpoint, token), log_path)
         self.spec = spec
+        self.last_failure: dict[str, object] | None = None
+        self.restart_at = 0.0  # wall clock of the next start while it is backing off
+
+    def on_exited(self, code: int | None, backoff: float) -> None:
+        """Keep why it stopped (exit code, last output) for ``status``, the API and the dashboard."""
+        from autoscale.health import log_tail
+
+        tail = log_tail(self.log_path)
+        self.last_failure = {"at": time.time(), "exit_code": code, "reason": f"exit code {code}: {tail[-1] if tail else 'no output'}", "output": list(tail)}
+        self.restart_at = time.time() + backoff
+
+    def state(self) -> dict[str, object]:
+        """``running`` or ``backoff`` (restarting after an exit), with restarts and the last failure."""
+        running = self.alive() and time.time() >= self.restart_at
+        return {"state": "running" if running else "backoff", "pid": self.pid, "restarts": self.restarts,
+                "restart_in": round(max(0.0, self.restart_at - time.time()), 1), "last_failure": self.last_failure, "log": str(self.log_path)}

@@ -104,10 +104,24 @@ def decisions(service: str) -> str:
     return f"{_p()}:{service}:decisions"  # list of decision JSON, newest first (LPUSH + LTRIM)
 
 
+def samples(service: str) -> str:
+    return f"{_p()}:{service}:samples"  # list of {"t", "waiting", "running", "workers", "desired", "reason"} JSON, oldest first (RPUSH + LTRIM)
+
+
 # autoscale/backends/local.py — processes the local backend started, so a restarted autoscaler adopts them
 def local_workers() -> str:
     return f"{_p()}:autoscaler:local"  # hash worker name -> {"pid", "host", "service", "standby", "log", "term", "start_by"} JSON
 
+
+
+# autoscale/health.py — a service's failed worker starts and crash-loop backoff
+def service_health(service: str) -> str:
+    return f"{_p()}:svc:{service}:health"  # string: {"health", "failures", "backoff_until", "last_failure", "spec_hash"} JSON
+
+
+# app/frontends.py — the front end of an integrated service, as the process that runs it last saw it
+def frontend(service: str) -> str:
+    return f"{_p()}:svc:{service}:frontend"  # string: {"state", "pid", "restarts", "last_failure", ...} JSON, with a TTL
 
 
 # app/auth.py — issued tokens, stored only as sha256 hex digests

@@ -106,5 +106,6 @@ def remove(r: redis.Redis, name: str) -> bool:
     with r.pipeline() as p:
         p.hdel(keys.services(), name)
         p.delete(keys.service_deleting(name))
-        gone, _ = p.execute()
+        p.delete(keys.service_health(name))  # autoscale/health.py: a new deploy of the name starts healthy
+        gone, *_ = p.execute()
     return bool(gone)

@@ -314,17 +314,23 @@ def parse_spec(data: Any) -> ServiceSpec:
 
 
 def load_spec(path: str | Path) -> ServiceSpec:
-    """Read and validate a spec file."""
+    """Read and validate a spec file: JSON5 with ``#`` comments (``app/spec_text.py``); errors name the key and its line."""
+    from app.spec_text import SpecTextError, line_of, loads
+
     try:
-        data = json.loads(Path(path).read_text())
+        text = Path(path).read_text()
+        data = loads(text)
     except FileNotFoundError:
         raise SpecError(f"{path}: no such file") from None
-    except json.JSONDecodeError as exc:
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{path}: cannot read: {exc}") from None
+    except SpecTextError as exc:
         raise SpecError(f"{path}: not valid JSON: {exc}") from None
     try:
         return parse_spec(data)
     except SpecError as exc:
-        raise SpecError(f"{path}: {exc}") from None
+        lines = [f"{path}:{n}: {m}" if (n := line_of(text, m.split(":", 1)[0])) else f"{path}: {m}" for m in str(exc).splitlines()]
+        raise SpecError("\n".join(lines)) from None
 
 
 SCHEMA_ID = "service-spec.schema.json"  # relative: resolved against where the file is served

@@ -76,10 +76,18 @@ def service_row(r: redis.Redis, name: str, spec: ServiceSpec) -> dict[str, Any]:
     """One line of the live services table."""
     from app.api import stats  # the API's own numbers, so `/api/services` and the page agree
 
+    from app.api import _health
+
     s = stats(r, name)
     last = s["last_decision"] or {}
+    h = _health(r, name)
+    fe = h["front_end"]
     return {
         "name": name,
+        "type": spec.metadata.type,
+        "health": h["health"],
+        "failing": _failing(h),
+        "front_end": fe and {"state": fe["state"], "restarts": fe.get("restarts", 0), "reason": (fe.get("last_failure") or {}).get("reason")},
         "waiting": s["waiting"],
         "running": s["running"],
         "workers": {state: s["workers"].get(state, 0) for state in (*CONSUMING, "standby")},
@@ -90,6 +98,14 @@ def service_row(r: redis.Redis, name: str, spec: ServiceSpec) -> dict[str, Any]:
         "reason": last.get("reason_now") or last.get("reason"),
         "decided_at": last.get("last_at") or last.get("at"),
     }
+
+
+def _failing(h: dict[str, Any]) -> str | None:
+    """One line for the red banner of a service in crash-loop backoff (None when healthy)."""
+    if h["health"] == "ok" or not h["last_failure"]:
+        return None
+    return (f"Crash-loop backoff: {h['failures']} worker start(s) failed; next try in {h['backoff_left']:.0f}s. "
+            f"Last failure: {h['last_failure']['reason']}")
 
 
 def service_rows(r: redis.Redis, who: Viewer) -> dict[str, dict[str, Any]]:
@@ -114,21 +130,30 @@ def _workers_total(by_state: dict[str, int]) -> int:
 
 
 def history(r: redis.Redis, service: str, now: float | None = None, seconds: float = HISTORY_SECONDS) -> dict[str, Any]:
-    """Timeline points of the last ``seconds`` from the autoscaler's decision list.
+    """Timeline points of the last ``seconds``: the autoscaler's real samples, and its scale events.
 
-    A list entry stands for a stretch of ticks with the same decision (``at`` .. ``last_at``,
-    see :mod:`autoscale.history`); it yields a point at each end. Entries that acted (spawned,
-    drained) are scale events, drawn as markers with their reason.
+    Points come from ``autoscale.history.samples`` (a sample per tick where a number changed, at
+    least every 5 s). Only when there are none (an autoscaler of an older version) are they drawn
+    from the decision list, where an entry stands for a stretch of ticks with the same decision
+    and knows only its latest inputs. Entries that acted (spawned, drained) are scale events,
+    drawn as markers with their reason.
     """
     now = time.time() if now is None else now
     since = now - seconds
     raw = r.lrange(keys.decisions(service), 0, get_settings().decisions_kept - 1)
     points: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
+    from autoscale import history as decisions
+
+    sampled = decisions.samples(r, service, since)
     for entry in reversed([json.loads(x) for x in raw]):  # oldest first
         at, last_at = float(entry.get("at", 0)), float(entry.get("last_at") or entry.get("at", 0))
         if last_at < since:
             continue
+        if entry.get("actions"):
+            events.append({"t": at, "reason": entry.get("reason", ""), "rule": entry.get("rule", ""), "actions": entry["actions"]})
+        if sampled:
+            continue  # real samples below; a merged entry only knows its latest inputs
         inputs = entry.get("inputs") or {}
         point = {
             "waiting": inputs.get("waiting", 0),
@@ -139,8 +164,7 @@ def history(r: redis.Redis, service: str, now: float | None = None, seconds: flo
         }
         for t in sorted({max(at, since), last_at}):
             points.append({"t": t, **point})
-        if entry.get("actions"):
-            events.append({"t": at, "reason": entry.get("reason", ""), "rule": entry.get("rule", ""), "actions": entry["actions"]})
+    points = sampled or points
     return {"service": service, "since": since, "now": now, "points": points, "events": events}
 
 

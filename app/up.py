@@ -22,13 +22,14 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 from rich.console import Console
 
 from app.private import exposure
 from app.embedded import EmbeddedRedis, stop_embedded
-from app.frontend import FrontendProcess
+from app.frontends import FrontEnds
 
 
 @dataclass
@@ -162,6 +163,15 @@ def _stop_redis(server: EmbeddedRedis) -> None:
             proc.kill()
 
 
+def _wait_for_autoscaler(r: Any, stack: Stack, stopping: threading.Event, timeout: float = 60.0) -> None:
+    """Until the autoscaler holds its leader lock (or a child died, or Ctrl-C): ``submit`` checks it."""
+    from app import keys
+
+    deadline = time.monotonic() + timeout
+    while not r.exists(keys.autoscaler_lock()) and not stack.dead() and not stopping.is_set() and time.monotonic() < deadline:
+        stopping.wait(0.1)
+
+
 def flower_login(environ: dict[str, str]) -> tuple[dict[str, str], str]:
     """Flower's login for ``up --flower``: the configured one, else a password made for this run.
 
@@ -179,7 +189,7 @@ def flower_login(environ: dict[str, str]) -> tuple[dict[str, str], str]:
 
 def run_up(specs: list[Path], port: int, flower_port: int | None, stop_timeout: float, console: Console) -> int:
     """Start everything, print where it is, block until SIGINT/SIGTERM, stop everything."""
-    from app import auth, services
+    from app import services
     from app.connections import endpoints, state_redis
     from app.embedded import find_embedded
     from app.settings import get_settings
@@ -217,7 +227,7 @@ def run_up(specs: list[Path], port: int, flower_port: int | None, stop_timeout: 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     code = 0
-    frontends: list[FrontendProcess] = []
+    frontends: FrontEnds | None = None
     say = lambda text: console.print(text, soft_wrap=True)  # noqa: E731 - URLs and tokens must stay copyable
     try:
         stack.start("api", scalejob("api", "--host", settings.api_host, "--port", str(port)), env)
@@ -226,13 +236,9 @@ def run_up(specs: list[Path], port: int, flower_port: int | None, stop_timeout: 
             flower_env, flower_desc = flower_login(env)
             stack.start("flower", scalejob("flower", "--address", settings.api_host, "--port", str(flower_port)), {**env, **flower_env})
         endpoint = f"http://{settings.api_host}:{port}"
-        tokens = {spec.name: spec.metadata.token or auth.issue(r, spec.name) for spec in deployed}
-        for spec in deployed:
-            if spec.metadata.type == "ScalableJobService" and spec.front_end and spec.front_end.script:
-                fe = FrontendProcess(spec, endpoint, tokens[spec.name], Path.cwd(), stack.log_dir / f"frontend-{spec.name}.log")
-                fe.env.update({k: v for k, v in env.items() if k.startswith("SCALEJOB_") and k not in fe.env})
-                fe.start()
-                frontends.append(fe)
+        _wait_for_autoscaler(r, stack, stopping)  # the banner means "submit works": a task finds a leader to start its worker
+        frontends = FrontEnds(r, endpoint, Path.cwd(), stack.log_dir, env)  # started once the API answers (app/frontends.py)
+        tokens = {spec.name: frontends.token(spec) for spec in deployed}
         say(f"[bold]scalejob up[/bold]  broker {ep.broker_url}  data {data_dir}")
         if (warning := exposure(data_dir)) is not None:
             say(f"[yellow]warning:[/yellow] {warning}")
@@ -246,6 +252,10 @@ def run_up(specs: list[Path], port: int, flower_port: int | None, stop_timeout: 
         say(f"  CLI         {same} scalejob submit|status|logs ...   (the same Redis as this stack)")
         say(f"  logs        {stack.log_dir}   — Ctrl-C stops everything (running tasks finish first)")
         while not stopping.is_set():
+            try:
+                frontends.sync()
+            except Exception as exc:  # noqa: BLE001 - a Redis hiccup must not end the stack; next loop retries
+                say(f"[yellow]front ends: {exc}[/yellow]")
             dead = stack.dead()
             if dead:
                 say(f"[red]{dead[0].name} exited with code {dead[0].popen.returncode}; stopping (see {stack.log_dir / dead[0].name}.log)[/red]")
@@ -254,8 +264,8 @@ def run_up(specs: list[Path], port: int, flower_port: int | None, stop_timeout: 
             stopping.wait(0.2)
     finally:
         say(f"stopping: running tasks finish first (up to --stop-timeout {stop_timeout:g}s; Ctrl-C again to stop now) ...")
-        for fe in frontends:
-            fe.stop()
+        if frontends is not None:
+            frontends.stop_all()
         if not stack.stop(stop_timeout, lambda: recorded_processes(r)):
             say("[yellow]some processes did not stop in time and were killed; interrupted tasks are re-enqueued from their records on the next start[/yellow]")
         if embedded is not None:

@@ -26,6 +26,7 @@ from app.services import spec_hash
 from app.specs import parse_spec
 from autoscale import history
 from autoscale.backends.base import BackendError, WorkerBackend, WorkerHandle
+from autoscale.crashloop import CrashLoops
 from autoscale.leader import Fenced, Leadership
 from autoscale.metrics.broker import BrokerDepth
 from autoscale.metrics.registry import Workers
@@ -89,6 +90,7 @@ class Controller:
     recover: Callable[[], object] | None = None  # re-enqueue requests whose worker died (workers/recovery.py)
     recover_every: float = 2.0
     _recovered_at: float = 0.0
+    crashloops: CrashLoops | None = None  # crash-loop backoff (autoscale/crashloop.py); built on first tick
 
     # -- one tick ----------------------------------------------------------------------------
     def tick(self, now: float | None = None) -> list[dict[str, Any]]:
@@ -135,8 +137,12 @@ class Controller:
             views, free_gpus = with_gpu(views, snap), snap.free_gpus()
         obs = Observation(waiting=waiting, running=workers.running, workers=views, free_gpus=free_gpus)
         state = self.states.get(t.service) or _fresh_state(views, now)
+        if t.service not in self.states or self.crashloops is None:  # first tick of a leader term: reload stored health
+            self.crashloops = self.crashloops or CrashLoops(self.r)
+            self.crashloops.states.pop(t.service, None)
+        hold, notes = self.crashloops.observe(t.service, t.spec_hash, self.backend, bool(workers.seen), now)
         decision, self.states[t.service] = decide(obs, state, t.cfg, now)
-        actions = self.act(t, decision, replace(workers, views=views), handles, snap)
+        actions = notes + self.act(t, decision, replace(workers, views=views), handles, snap, hold)
         self._roll(t, decision, everyone, handles, rolling, actions)
         entry = {
             "at": now,
@@ -144,16 +150,17 @@ class Controller:
             "inputs": {"waiting": waiting, "running": workers.running, "workers": _by_state(views), "free_gpus": free_gpus},
             "desired": decision.desired,
             "standby": decision.standby,
-            "reason": decision.reason,
+            "reason": decision.reason + (f"; crash-loop backoff: next start in {hold:.0f}s" if hold > 0 else ""),
             "rule": decision.rule,
+            "health": self.crashloops.states[t.service].health,
             "actions": actions,
             "duration_ms": round((time.perf_counter() - t0) * 1000, 3),
         }
         history.record(self.r, t.service, entry, self.decisions_kept)
         return entry
 
-    def act(self, t: Target, d: Decision, workers: Workers, handles: list[WorkerHandle], snap: Any = None) -> list[str]:
-        """Make the pool match ``d``: finish drains, drain victims, activate standby, spawn."""
+    def act(self, t: Target, d: Decision, workers: Workers, handles: list[WorkerHandle], snap: Any = None, hold: float = 0.0) -> list[str]:
+        """Make the pool match ``d``: finish drains, drain victims, activate standby, spawn (none while ``hold`` > 0 s: crash-loop backoff)."""
         views, owned, actions = workers.by_name(), {h.name: h for h in handles}, []
         self._check_starts(workers, handles, actions)
         self._finish_drains(t, workers, owned, actions)
@@ -165,6 +172,8 @@ class Controller:
         activated = {name for name in (*d.activate, *self.pending) if name in views and name not in victims and self._activate(t, name, workers, actions)}
         consuming = sum(1 for v in views.values() if v.state in CONSUMING and v.healthy and v.name not in victims) + sum(1 for n in activated if views[n].state == "standby")
         standby = sum(1 for v in views.values() if v.state == "standby" and v.healthy and v.name not in victims and v.name not in activated)
+        if hold > 0:
+            return actions
         # ``max`` bounds live instances, not consumers: a drained worker finishing its task (or one
         # just told to stop) still holds its process, pod and GPU, so a replacement waits for it.
         room = t.cfg.max - len(views)

@@ -5,6 +5,10 @@ Owner of ``keys.decisions(service)``: a list of JSON entries, newest first (LPUS
 action does not push a new entry; it updates the head entry in place (``repeats``, ``last_at``
 and the latest inputs), so the list keeps its history of *changes* while every tick is counted.
 ``GET /api/services/{name}`` and ``scalejob status`` read it with :func:`recent`.
+
+Because a merged entry keeps only its latest inputs, it cannot be plotted. The chart reads a
+second list this module owns, ``keys.samples(service)``: one real sample per tick in which any
+plotted number changed, and at least every ``SAMPLE_EVERY`` seconds (:func:`samples`).
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ ACTIONS = Counter("scalejob_autoscaler_actions", "Actions taken", ["service", "a
 TICK = Histogram("scalejob_autoscaler_tick_seconds", "Observe+decide+act time of one service", ["service"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0))
 
 _SAME = ("desired", "standby", "rule")
+SAMPLE_EVERY = 5.0  # seconds: a sample at least this often, even when nothing changed
+SAMPLES_KEPT = 7200  # an hour at one change per 0.5 s tick
+_last_sample: dict[tuple[str, str], tuple[tuple[Any, ...], float]] = {}  # (key, service) -> (values, at)
 STATES = ("starting", "idle", "busy", "draining", "standby")
 
 
@@ -40,6 +47,7 @@ def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
 def record(r: redis.Redis, service: str, entry: dict[str, Any], keep: int) -> None:
     """Store one decision (see the module docstring) and publish it to metrics and the log."""
     _metrics(service, entry)
+    _sample(r, service, entry)
     key = keys.decisions(service)
     head_raw = r.lindex(key, 0)
     head = json.loads(head_raw) if head_raw else None
@@ -54,6 +62,29 @@ def record(r: redis.Redis, service: str, entry: dict[str, Any], keep: int) -> No
         p.execute()
     actions = "; ".join(entry["actions"]) or "no action"
     log.info("%s: %s [%s] -> %s (%.1f ms)", service, entry["reason"], entry["rule"], actions, entry["duration_ms"])
+
+
+def _sample(r: redis.Redis, service: str, entry: dict[str, Any]) -> None:
+    """Append a chart sample when a plotted number changed or ``SAMPLE_EVERY`` s passed."""
+    inputs = entry["inputs"]
+    workers = sum(inputs["workers"].get(s, 0) for s in ("starting", "idle", "busy"))
+    values = (inputs["waiting"], inputs["running"], workers, entry["desired"])
+    key = keys.samples(service)
+    last = _last_sample.get((key, service))
+    if last is not None and last[0] == values and entry["at"] - last[1] < SAMPLE_EVERY:
+        return
+    _last_sample[(key, service)] = (values, entry["at"])
+    sample = {"t": entry["at"], "waiting": values[0], "running": values[1], "workers": values[2], "desired": values[3], "reason": entry["reason"][:300]}
+    with r.pipeline(transaction=False) as p:
+        p.rpush(key, json.dumps(sample))
+        p.ltrim(key, -SAMPLES_KEPT, -1)
+        p.execute()
+
+
+def samples(r: redis.Redis, service: str, since: float) -> list[dict[str, Any]]:
+    """Chart samples newer than ``since``, oldest first (a binary search would do; an hour is small)."""
+    out = [json.loads(x) for x in r.lrange(keys.samples(service), 0, -1)]
+    return [s for s in out if s["t"] >= since]
 
 
 def recent(r: redis.Redis, service: str, n: int = 20) -> list[dict[str, Any]]:

@@ -13,7 +13,9 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
+from rich import box
 from rich.console import Console, Group
+from rich.markup import escape
 from rich.live import Live
 from rich.table import Table
 
@@ -40,16 +42,28 @@ def _decision(last: dict[str, Any] | None, now: float) -> tuple[str, str, str]:
     return desired, when, last.get("reason_now") or last["reason"]
 
 
-def status_tables(r: redis.Redis, now: float | None = None) -> Group:
-    """A services table (one row each) and a workers table (one row per live worker)."""
+def front_end_view(r: redis.Redis, spec: Any) -> dict[str, Any] | None:
+    """The front end's published state (app/frontends.py); ``not running`` when a spec wants one and no stack runs it."""
+    from app import frontends
+
+    if not frontends.wants_front_end(spec):
+        return None
+    return frontends.state(r, spec.name) or {"state": "not running", "last_failure": None, "restarts": 0, "restart_in": 0.0}
+
+
+def _cell(row: dict[str, Any], col: str) -> str:
+    if col == "workers":
+        return ", ".join(f"{n} {st}" for st, n in sorted(row["workers"].items())) or "0"
+    return str(row[col])
+
+
+def status_data(r: redis.Redis, now: float | None = None) -> dict[str, Any]:
+    """Everything ``status`` shows, as plain data (``scalejob status -o json`` prints it)."""
+    from autoscale import health
+
     now = time.time() if now is None else now
     specs = services.all_specs(r)
-    svc = Table(title="scalejob services", title_justify="left")
-    for col in ("service", "waiting", "running", "workers", "desired", "last decision", "reason"):
-        svc.add_column(col, overflow="fold", justify="right" if col in ("waiting", "running") else "left")
-    wk = Table(title="workers", title_justify="left")
-    for col in ("worker", "service", "state", "task", "up", "GPU", "spec"):
-        wk.add_column(col, overflow="fold")
+    out: dict[str, Any] = {"services": [], "workers": []}
     for name in sorted(specs):
         workers = registry.list_workers(r, name)
         states: dict[str, int] = {}
@@ -57,29 +71,75 @@ def status_tables(r: redis.Redis, now: float | None = None) -> Group:
             states[w.state] = states.get(w.state, 0) + 1
         [last] = history.recent(r, name, 1) or [None]
         desired, when, reason = _decision(last, now)
-        by_state = ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "0"
-        svc.add_row(name, str(tenants.waiting(r, name)), str(sum(len(w.running) for w in workers)), by_state, desired, when, reason)
+        h = health.view(r, name, now)
+        failing = ""
+        if h["health"] != health.OK and h["last_failure"]:
+            failing = f"{h['last_failure']['reason']} ({h['failures']} failed starts, next in {h['backoff_left']:.0f}s)"
+        fe = front_end_view(r, specs[name])
+        if fe and fe["state"] == "backoff" and fe.get("last_failure"):
+            failing = "; ".join(x for x in (failing, f"front end restarting in {fe['restart_in']:.0f}s: {fe['last_failure']['reason']}") if x)
+        out["services"].append({
+            "service": name, "type": specs[name].metadata.type, "waiting": tenants.waiting(r, name), "running": sum(len(w.running) for w in workers),
+            "workers": states, "desired": desired, "last_decision": when, "reason": reason, "health": h["health"], "failing": failing,
+            "failures": h["failures"], "backoff_left": h["backoff_left"], "last_failure": h["last_failure"], "front_end": fe,
+        })
         current = services.spec_hash(specs[name])
         for w in workers:
-            spec = "current" if w.spec_hash in ("", current) else "outdated (rolls after its task)"
-            task = w.running[0] if w.running else "-"
-            wk.add_row(w.name, name, w.state, task, _ago(now - w.started_at).replace(" ago", ""), gpu_label(w.gpus), spec)
-    if not specs:
+            out["workers"].append({
+                "worker": w.name, "service": name, "state": w.state, "task": w.running[0] if w.running else "-",
+                "up": _ago(now - w.started_at).replace(" ago", ""), "gpu": gpu_label(w.gpus),
+                "spec": "current" if w.spec_hash in ("", current) else "outdated (rolls after its task)",
+            })
+    return out
+
+
+def status_tables(r: redis.Redis, now: float | None = None, wide: bool = False, width: int = 80) -> Group:
+    """A services table (one row each) and a workers table (one row per live worker).
+
+    Narrow by default (fits 80 columns: long reasons are cut with an ellipsis, one line per
+    row); ``wide`` folds them in full."""
+    data = status_data(r, now)
+    overflow = "fold" if wide else "ellipsis"  # workers table
+    look = {} if wide else {"box": box.SIMPLE_HEAD, "pad_edge": False}  # narrow: light borders, so 80 columns hold the numbers
+    svc = Table(title="scalejob services", title_justify="left", **look)
+    if wide:
+        for col in ("service", "waiting", "running", "workers", "desired", "failing", "last decision", "reason"):
+            svc.add_column(col, overflow="fold", justify="right" if col in ("waiting", "running") else "left")
+    else:  # 80 columns: the numbers in full, then one cut column: why it fails, else the autoscaler's reason
+        for col in ("service", "waiting", "running", "workers", "desired"):
+            svc.add_column(col, no_wrap=True, min_width=len(col), max_width=16 if col == "service" else None, overflow="ellipsis",
+                           justify="right" if col in ("waiting", "running") else "left")
+        fixed = [max([len(c), *(len(_cell(x, c)) for x in data["services"])]) for c in ("service", "waiting", "running", "workers", "desired")]
+        left = width - sum(min(f, 16) for f in fixed) - 3 * 5 - 2  # a divider and two pads between columns, the box edges
+        svc.add_column("failing / reason", no_wrap=True, overflow="ellipsis", max_width=max(left, 16))
+    wk = Table(title="workers", title_justify="left", **look)
+    for col in ("worker", "service", "state", "task", "up", "GPU", "spec"):
+        wk.add_column(col, overflow=overflow, no_wrap=not wide)
+    for s in data["services"]:
+        by_state = _cell(s, "workers")
+        failing = f"[red]{escape(s['failing'])}[/red]" if s["failing"] else "-"
+        cells = [s["service"], str(s["waiting"]), str(s["running"]), by_state, s["desired"]]
+        svc.add_row(*cells, failing, s["last_decision"], s["reason"]) if wide else svc.add_row(*cells, failing if s["failing"] else escape(s["reason"]))
+    for w in data["workers"]:
+        wk.add_row(w["worker"], w["service"], w["state"], w["task"], w["up"], w["gpu"], w["spec"])
+    if not data["services"]:
         svc.caption = "no service deployed (scalejob deploy SPEC.json)"
+    elif not wide:
+        svc.caption = "cut to fit: scalejob status --wide (or -o json)"
     return Group(svc, wk)
 
 
 def status_table(r: redis.Redis) -> Group:
-    """Kept for callers of the first version: the same as :func:`status_tables`."""
-    return status_tables(r)
+    """Kept for callers of the first version: :func:`status_tables` with every column in full (``--wide``)."""
+    return status_tables(r, wide=True)
 
 
-def watch(r: redis.Redis, console: Console, interval: float = 1.0, stop: Callable[[], bool] = lambda: False) -> None:
+def watch(r: redis.Redis, console: Console, interval: float = 1.0, stop: Callable[[], bool] = lambda: False, wide: bool = False) -> None:
     """Redraw the status every ``interval`` s until Ctrl-C (or ``stop()``)."""
     try:
-        with Live(status_tables(r), console=console, refresh_per_second=4, screen=False) as live:
+        with Live(status_tables(r, wide=wide, width=console.width), console=console, refresh_per_second=4, screen=False) as live:
             while not stop():
                 time.sleep(interval)
-                live.update(status_tables(r))
+                live.update(status_tables(r, wide=wide, width=console.width))
     except KeyboardInterrupt:
         pass

@@ -177,3 +177,33 @@ def _point_celery_at(broker_url: str) -> None:
 
 def dump(obj: Any) -> str:
     return json.dumps(obj, default=str, indent=1)
+
+
+def _worktree_state() -> str | None:
+    """``git status`` plus a digest of the tracked diff: what a test run must leave as it found it."""
+    import hashlib
+    import subprocess
+
+    from tests.helpers import ROOT
+
+    try:
+        st = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=ROOT, capture_output=True, text=True, timeout=30)
+        diff = subprocess.run(["git", "diff", "--binary"], cwd=ROOT, capture_output=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if st.returncode != 0:
+        return None  # not a git checkout (an sdist): nothing to compare
+    return st.stdout + hashlib.sha256(diff.stdout).hexdigest()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tests_leave_tracked_files_alone() -> Iterator[None]:
+    """Tests write only under temp dirs: the checkout's ``git status`` is the same after the run."""
+    if os.environ.get("SCALEJOB_SCREENSHOT_DIR"):  # docs/make_screenshots.py refreshes docs/img on purpose
+        yield
+        return
+    before = _worktree_state()
+    yield
+    after = _worktree_state()
+    if before is not None and after != before:
+        pytest.fail(f"the test run changed the checkout (git status before/after):\n{before}\n---\n{after}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import sys
 import threading
@@ -15,6 +14,7 @@ from app.sdk import _sse_events
 from tests.apiserver import ApiServer, api  # noqa: F401
 from tests.conftest import Stack
 from tests.helpers import ROOT, free_port, wait_for
+from workers.query import result_body
 
 TOKEN = "svc-token-req-012345"
 PROGRESS_APP = ROOT / "tests" / "apps" / "progress_app.py"
@@ -107,7 +107,7 @@ def test_query_app_reports_progress_through_the_worker_endpoint(stack: Stack, ap
     sse = SSE(api, rid)
     sse.join(timeout=30)
     rec = stack.wait_done(rid)
-    body = json.loads(base64.b64decode(rec.result["body_b64"]))
+    body = json.loads(result_body(rec.result))
     assert body["codes"] == [204, 204] and body["progress_url"].startswith("http://127.0.0.1:")
     assert [float(p) for p in sse.of("progress")] == [30, 60] and rec.progress == 100
     with httpx.Client() as http:  # the endpoint forgets a request once it finished

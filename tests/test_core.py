@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import signal
@@ -14,6 +13,7 @@ import pytest
 
 from tests.conftest import Stack
 from tests.helpers import ROOT, free_port, wait_for
+from workers.query import result_body
 
 SLOW_APP = ROOT / "deploy" / "examples" / "slow_app.py"
 
@@ -58,8 +58,10 @@ def test_query_task_runs_end_to_end_through_the_supervised_user_app(stack: Stack
     rid = stack.put(spec, "query", b"hello \xff bytes")
     rec = stack.wait_done(rid)
     assert rec.state == "succeeded", rec
-    body = json.loads(base64.b64decode(rec.result["body_b64"]))
+    body = json.loads(result_body(rec.result))
     assert body["length"] == len(b"hello \xff bytes") and rec.result["status"] == 200
+    assert json.loads(rec.result["body"]) == body and "body_b64" not in rec.result, rec.result  # readable: the app answered JSON text
+    assert rec.result["content_type"] == "application/json"
     [result] = [m for m in stack.sink(spec.name) if m.tags["type"] == "result"]
     assert json.loads(result.data) == body and result.tags["statusCode"] == "200"
 
@@ -68,13 +70,13 @@ def test_user_app_is_restarted_when_it_dies(stack: Stack) -> None:
     spec = stack.deploy(query_spec(stack, free_port()))
     worker = stack.start_worker(spec.name)
     stack.wait_workers(spec.name, 1, "idle")
-    first = json.loads(base64.b64decode(stack.wait_done(stack.put(spec, "query", "a")).result["body_b64"]))["pid"]
+    first = json.loads(result_body(stack.wait_done(stack.put(spec, "query", "a")).result))["pid"]
     import os
 
     os.kill(first, signal.SIGKILL)
     rec = stack.wait_done(stack.put(spec, "query", "b"))
     assert rec.state == "succeeded"
-    second = json.loads(base64.b64decode(rec.result["body_b64"]))["pid"]
+    second = json.loads(result_body(rec.result))["pid"]
     assert second != first and worker.alive()
 
 

@@ -3,13 +3,16 @@
 Real Redis, a real ``scalejob api`` (uvicorn) process, real ``scalejob worker`` processes or the
 real autoscaler, and Debian's Chromium driven by Playwright (no browser download). Without
 ``/usr/bin/chromium`` or the ``playwright`` package the browser tests skip and say why.
-Screenshots of each page are written to ``docs/img/dashboard-*.png``.
+Screenshots of each page go to a temp dir; ``docs/make_screenshots.py`` runs these tests with
+``SCALEJOB_SCREENSHOT_DIR=docs/img`` to refresh the docs' images (a test run never writes tracked files).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
+import tempfile
 import signal
 import threading
 import time
@@ -30,7 +33,7 @@ pytestmark = pytest.mark.timeout(240)
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"]
-IMG = ROOT / "docs" / "img"
+IMG = Path(os.environ.get("SCALEJOB_SCREENSHOT_DIR") or tempfile.mkdtemp(prefix="scalejob-screenshots-"))
 COUNTING = "for i in 1 2 3 4; do echo \"step $i progress: $((i*25))%\"; sleep 0.4; done"
 
 
@@ -188,9 +191,51 @@ def test_history_turns_decisions_into_chart_points_and_scale_events(stack: Stack
     times = [p["t"] for p in hist["points"]]
     assert times == sorted(times) and times[0] >= now - 3600
     assert [round(p["t"] - now) for p in hist["points"]] == [-120, -110, -60, -30]
-    assert [p["workers"] for p in hist["points"]] == [3, 3, 1, 1] and max(p["desired"] for p in hist["points"]) == 3
+    # real samples: the values of each tick, not the latest inputs of a folded entry
+    assert [p["workers"] for p in hist["points"]] == [1, 3, 3, 1] and [p["waiting"] for p in hist["points"]] == [5, 2, 0, 0]
+    assert max(p["desired"] for p in hist["points"]) == 3
     assert [(round(e["t"] - now), e["rule"]) for e in hist["events"]] == [(-120, "scale-up"), (-60, "scale-down")]
     assert hist["events"][1]["actions"] == ["drain a (idle)", "drain b (idle)"] and hist["events"][0]["reason"] == "scale-up to 3"
+
+
+def test_chart_plots_each_changed_tick_of_a_repeated_decision_and_a_sample_every_few_seconds(stack: Stack, api: ApiServer) -> None:  # noqa: F811
+    """The issue's case: one unchanged decision while waiting went 9 -> 6 -> 3 must not draw 4 (or 3) for all of it."""
+    from autoscale import history
+
+    spec = _service(stack)
+    now = time.time()
+    for i, waiting in enumerate([9, 9, 6, 6, 3]):
+        history.record(stack.r, spec.name, _decision(now - 20 + i, 2, "hold", 2, waiting, []), 200)
+    for k in range(1, 25):  # 12 s of identical ticks every 0.5 s
+        history.record(stack.r, spec.name, _decision(now - 15 + k * 0.5, 2, "hold", 2, 3, []), 200)
+    with api.client() as c:
+        hist = c.get(f"/api/services/{spec.name}/history").json()
+    waits = [(round(p["t"] - now, 1), p["waiting"]) for p in hist["points"]]
+    assert waits[:3] == [(-20.0, 9), (-18.0, 6), (-16.0, 3)], waits
+    quiet = [t for t, _ in waits[3:]]
+    assert 2 <= len(quiet) <= 3 and all(b - a >= 5.0 for a, b in zip([-16.0, *quiet], quiet)), waits  # at least every 5 s, not every tick
+    assert len(stack.r.lrange(f"{stack.prefix}:{spec.name}:decisions", 0, -1)) == 1  # the decision list still folds
+
+
+def test_service_page_shows_type_front_end_and_a_red_crash_loop_banner(stack: Stack, api: ApiServer, autoscalers: Autoscalers, tab: Tab) -> None:  # noqa: F811
+    from autoscale import health
+
+    spec = stack.deploy({"containers": [{"init_commands": ["echo cannot find weights; exit 7"]}], "metadata": {"name": stack.service_name("badinit")},
+                         "autoscaler": {"min": 0, "max": 1}})
+    autoscalers.wait_leader(autoscalers.start())
+    stack.put(spec, "command", "echo never runs")
+    wait_for(lambda: health.get(stack.r, spec.name).failures >= 2, 60, what="two failed starts")
+    tab.open()
+    tab.login(ADMIN_TOKEN)
+    tab.page.wait_for_selector(f"#services tr[data-service='{spec.name}']")
+    tab.page.goto(f"{api.url}/ui#/service/{spec.name}")
+    tab.page.wait_for_selector("#service-banner:not([hidden])")
+    banner = tab.page.inner_text("#service-banner")
+    assert "Crash-loop backoff" in banner and "exit 7" in banner, banner
+    facts = tab.page.inner_text("#service-facts")
+    assert "type ScalableJob" in facts and "health crash_loop_backoff" in facts and "no front end" in facts, facts
+    assert tab.page.evaluate("getComputedStyle(document.getElementById('service-banner')).color") == "rgb(153, 27, 27)"
+    tab.shot("service-crash-loop")
 
 
 # --- live table feed -----------------------------------------------------------------------------

@@ -52,12 +52,9 @@ def test_a_second_process_reuses_the_running_embedded_redis(tmp_path: Path) -> N
 def test_scalejob_resolves_to_the_embedded_redis_when_no_url_is_configured(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCALEJOB_")}
     env.update(SCALEJOB_DATA_DIR=str(tmp_path), PATH="/nonexistent")  # no redis-server on PATH
-    code = "from app.connections import endpoints; e = endpoints(); print(e.broker_url, e.redis_url)"
+    code = ("from app.connections import allow_embedded_start, endpoints; from app.embedded import find_embedded; import pathlib;"
+            f"allow_embedded_start(); e = endpoints(); print(e.broker_url, e.redis_url, find_embedded(pathlib.Path({str(tmp_path)!r})).url)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
-    broker, state = out.stdout.split()
-    server = find_embedded(tmp_path)
-    assert server is not None
-    try:
-        assert broker == state == server.url
-    finally:
-        stop_embedded(server)
+    broker, state, found = out.stdout.split()
+    assert broker == state == found
+    assert find_embedded(tmp_path) is None  # its only user exited: stopped, not left behind

@@ -181,7 +181,61 @@ def test_deploy_of_a_bad_spec_is_one_clear_line(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "app.cli", "deploy", str(bad)], cwd=ROOT, capture_output=True, text=True, timeout=60,
                          env={**os.environ, "COLUMNS": "300"})
     assert out.returncode == 1
-    assert out.stderr.strip() == f"error: {bad}: autoscaler.strategies.avg_waiting_lenght: unknown key; did you mean avg_waiting_length?"
+    assert out.stderr.strip() == f"error: {bad}:1: autoscaler.strategies.avg_waiting_lenght: unknown key; did you mean avg_waiting_length?"
+
+
+SEED = Path(__file__).parent / "specs" / "seed"  # the EAS documentation's examples, copied as written
+
+
+@pytest.mark.parametrize("name", ["inference", "integrated", "independent"])
+def test_the_seed_documents_json_examples_load_as_written(name: str) -> None:
+    spec = load_spec(SEED / f"{name}.json")  # trailing commas (inference) included
+    assert spec.name in ("scalablejob", "kohya_job")
+
+
+def test_hash_and_slash_comments_and_trailing_commas_are_allowed(tmp_path: Path) -> None:
+    fragment = (SEED / "autoscaler-defaults.fragment").read_text()  # the docs' autoscaler block, '#' comments and all
+    path = tmp_path / "s.json"
+    path.write_text('{\n  // a comment\n  "metadata": {"name": "seedauto", "token": "secret#token-1",},  # hash inside a string stays\n  "autoscaler": ' + fragment + ",\n}\n")
+    spec = load_spec(path)
+    assert spec.metadata.token == "secret#token-1" and spec.autoscaler.max == 10 and spec.autoscaler.behavior.onZero.scaleDownGracePeriodSeconds == 60
+
+
+def test_spec_file_errors_name_the_key_and_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "s.json"
+    path.write_text('{\n  "metadata": {"name": "x"},\n  "autoscaler": {\n    "strategies": {"avg_waiting_lenght": 2},\n  },\n}\n')
+    with pytest.raises(SpecError) as exc:
+        load_spec(path)
+    assert "avg_waiting_lenght" in str(exc.value) and f"{path}:4:" in str(exc.value), str(exc.value)
+    path.write_text('{\n  "metadata": {"name": "x"},,\n}\n')
+    with pytest.raises(SpecError, match="line 2"):
+        load_spec(path)
+
+
+def test_the_seed_examples_deploy_with_the_cli(stack) -> None:  # noqa: ANN001 - tests.conftest.Stack
+    import subprocess
+
+    from tests.helpers import python_argv
+
+    for name in ("inference", "integrated", "independent"):
+        out = subprocess.run(python_argv("-m", "app.cli", "deploy", str(SEED / f"{name}.json")), env=stack.env, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+    assert {"scalablejob", "kohya_job"} <= set(stack.r.hkeys(f"{stack.prefix}:services") and [k.decode() for k in stack.r.hkeys(f"{stack.prefix}:services")])
+
+
+def test_deploy_prints_the_token_it_made_or_how_to_get_one(stack) -> None:  # noqa: ANN001 - tests.conftest.Stack
+    from app import auth
+    from tests.helpers import python_argv
+
+    path = Path(stack.tmp) / "s.json"
+    name = stack.service_name("tok")
+    path.write_text(json.dumps({"metadata": {"name": name}}))
+    first = subprocess.run(python_argv("-m", "app.cli", "deploy", str(path)), env={**stack.env, "COLUMNS": "300"}, capture_output=True, text=True, timeout=60)
+    assert first.returncode == 0, first.stderr
+    token = first.stdout.split("token ")[1].split()[0]
+    assert auth.digest(token).encode() in stack.r.hkeys(f"{stack.prefix}:tokens")  # a real token of the service
+    again = subprocess.run(python_argv("-m", "app.cli", "deploy", str(path)), env={**stack.env, "COLUMNS": "300"}, capture_output=True, text=True, timeout=60)
+    assert f"scalejob token create {name}" in again.stdout, again.stdout
 
 
 def test_a_progress_pattern_that_does_not_compile_or_captures_nothing_is_refused_at_deploy() -> None:

@@ -32,7 +32,7 @@ def test_status_shows_queue_workers_decision_gpu_and_outdated_spec(stack: Stack)
     }
     history.record(stack.r, spec.name, entry, 10)
 
-    text = render(status_tables(stack.r))
+    text = render(status_tables(stack.r, wide=True))  # --wide: every column in full
     row = next(line for line in text.splitlines() if spec.name in line)  # the services table comes first
     assert "1 busy, 1 idle" in row and "scale_up" in row and "load 2" in row, row
     assert " 2 " in row, "desired"

@@ -2,7 +2,9 @@
 
 Connection errors (the app is restarting, not yet listening) are retried a bounded number of
 times with backoff; after that the task fails with a message that says so. The response body is
-kept byte-exact: base64 in the result JSON, raw bytes in the output queue.
+kept byte-exact in the output queue (raw bytes). In the request record's result it is readable:
+``body`` as text when it is UTF-8 (JSON included, as the app sent it), ``body_b64`` only when it is
+binary, so ``submit``, the API and the dashboard show what the app answered.
 """
 
 from __future__ import annotations
@@ -26,18 +28,35 @@ class QueryOutcome:
     body: bytes
     duration: float
     attempts: int
+    content_type: str = ""
 
     @property
     def ok(self) -> bool:
         return 200 <= self.status < 300
 
     def as_result(self) -> dict[str, object]:
-        return {
-            "status": self.status,
-            "body_b64": base64.b64encode(self.body).decode(),
-            "duration": round(self.duration, 3),
-            "attempts": self.attempts,
-        }
+        out: dict[str, object] = {"status": self.status, **body_fields(self.body), "duration": round(self.duration, 3), "attempts": self.attempts}
+        if self.content_type:
+            out["content_type"] = self.content_type
+        return out
+
+
+def body_fields(body: bytes) -> dict[str, str]:
+    """``{"body": text}`` for a UTF-8 body, else ``{"body_b64": ...}`` (binary stays exact)."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return {"body_b64": base64.b64encode(body).decode()}
+    if "\x00" in text:  # valid UTF-8 but not text a user reads
+        return {"body_b64": base64.b64encode(body).decode()}
+    return {"body": text}
+
+
+def result_body(result: dict[str, object]) -> bytes:
+    """The exact bytes of a query result's body, whichever field holds it."""
+    if "body_b64" in result:
+        return base64.b64decode(str(result["body_b64"]))
+    return str(result.get("body", "")).encode()
 
 
 @functools.cache
@@ -73,7 +92,7 @@ def run_query(
             raise UserAppUnavailable(why)
         try:
             resp = _client().post(url, content=payload, headers=headers, timeout=httpx.Timeout(timeout, connect=5.0))
-            return QueryOutcome(resp.status_code, resp.content, time.monotonic() - started, attempt)
+            return QueryOutcome(resp.status_code, resp.content, time.monotonic() - started, attempt, resp.headers.get("content-type", ""))
         except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as exc:
             last = exc
             if attempt <= retries:

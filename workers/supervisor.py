@@ -23,7 +23,12 @@ BACKOFF_START, BACKOFF_MAX, STABLE_AFTER = 0.2, 10.0, 10.0
 
 
 class SupervisedProcess:
-    """``/bin/sh -c command`` kept running until :meth:`stop`; :meth:`on_spawned` runs after each start."""
+    """``/bin/sh -c command`` kept running until :meth:`stop`; :meth:`on_spawned` runs after each start.
+
+    The backoff is per instance (``backoff_start``, ``backoff_max``, ``stable_after``): a front end
+    uses the autoscaler's crash-loop schedule (``app/frontend.py``), a user app restarts faster."""
+
+    backoff_start, backoff_max, stable_after = BACKOFF_START, BACKOFF_MAX, STABLE_AFTER
 
     def __init__(self, name: str, command: str, cwd: Path, env: dict[str, str], log_path: Path) -> None:
         self.name, self.command, self.cwd, self.env, self.log_path = name, command, cwd, env, log_path
@@ -57,6 +62,9 @@ class SupervisedProcess:
     def on_spawned(self) -> None:
         """Hook: block until the fresh process is usable (raise to report it is not)."""
 
+    def on_exited(self, code: int | None, backoff: float) -> None:
+        """Hook: the process exited with ``code``; it is restarted in ``backoff`` s."""
+
     def start(self) -> None:
         """Start the process (and wait for :meth:`on_spawned`), then supervise it in a thread."""
         with self._lock:
@@ -69,19 +77,23 @@ class SupervisedProcess:
         self._monitor.start()
 
     def _supervise(self) -> None:
-        backoff, started = BACKOFF_START, time.monotonic()
+        backoff, started = self.backoff_start, time.monotonic()
         while not self._stopping.is_set():
             assert self.proc is not None
             if self.proc.poll() is None:
                 self._stopping.wait(0.2)
                 continue
-            log.warning("%s exited with code %s; restarting in %.1fs", self.name, self.proc.returncode, backoff)
             kill_group(self.proc, grace=1.0)  # leftovers of its group
-            if time.monotonic() - started > STABLE_AFTER:
-                backoff = BACKOFF_START  # it ran fine for a while: this is not a crash loop
+            if time.monotonic() - started > self.stable_after:
+                backoff = self.backoff_start  # it ran fine for a while: this is not a crash loop
+            log.warning("%s exited with code %s; restarting in %.1fs", self.name, self.proc.returncode, backoff)
+            try:
+                self.on_exited(self.proc.returncode, backoff)
+            except Exception:  # noqa: BLE001 - reporting must not stop the supervision
+                log.exception("%s: on_exited", self.name)
             if self._stopping.wait(backoff):
                 return
-            backoff = min(backoff * 2, BACKOFF_MAX)
+            backoff = min(backoff * 2, self.backoff_max)
             with self._lock:
                 if self._stopping.is_set():
                     return

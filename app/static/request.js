@@ -31,7 +31,7 @@
       ].map(([k, v]) => h("div", { class: "stat", dataset: { stat: k } }, h("b", { text: v }), h("span", { text: k }))));
       barBox.replaceChildren(SJ.progressBar(rec.progress, rec.state));
       cancelBtn.disabled = TERMINAL.includes(rec.state);
-      if (rec.result !== null && rec.result !== undefined) resultEl.textContent = JSON.stringify(rec.result, null, 2);
+      if (rec.result !== null && rec.result !== undefined) resultEl.textContent = JSON.stringify(readable(rec.result), null, 2);
       else if (rec.error) resultEl.textContent = rec.error;
     };
     const reload = async () => { rec = await SJ.api(`/api/requests/${encodeURIComponent(id)}`, { signal }); paint(); };
@@ -71,3 +71,9 @@
     if (!signal.aborted) await reload().catch(() => {});
   };
 })();
+
+// A query result's text body that is JSON is shown as JSON (pretty), not as a quoted string.
+function readable(result) {
+  if (!result || typeof result.body !== "string") return result;
+  try { return { ...result, body: JSON.parse(result.body) }; } catch (e) { return result; }
+}

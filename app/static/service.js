@@ -140,6 +140,8 @@
   SJ.views.service = async function (main, signal, name) {
     SJ.crumbs([[name, null]]);
     const live = h("div", { class: "stats", id: "service-live" });
+    const banner = h("div", { id: "service-banner", class: "banner", hidden: true });
+    const facts = h("p", { id: "service-facts", class: "muted" });
     const chartBox = h("div", { id: "chart", class: "chart" });
     const reasonEl = h("p", { id: "chart-reason", class: "reason-line" });
     const specPre = h("pre", { id: "spec", class: "json" });
@@ -148,7 +150,7 @@
     const requestsBox = h("div", { id: "requests-box" });
     const formBox = h("div");
     main.append(
-      h("section", { class: "card" }, h("h2", { text: name }), live),
+      h("section", { class: "card" }, h("h2", { text: name }), banner, facts, live),
       h("section", { class: "card" }, h("h3", { text: "Last hour: waiting, running, workers, desired" }), chartBox, reasonEl),
       h("section", { class: "card" }, h("h3", { text: "Try it: submit a task" }), formBox),
       h("section", { class: "card" }, h("h3", { text: "Workers" }), workersBox),
@@ -170,6 +172,13 @@
 
     const showLive = (row) => {
       const w = row.workers || {};
+      // a service in crash-loop backoff (or whose front end keeps exiting) says so in red, with the cause
+      const feFailing = row.front_end && row.front_end.state === "backoff" ? `Front end restarting: ${row.front_end.reason || "exited"}` : "";
+      const alarm = [row.failing, feFailing].filter(Boolean).join(" · ");
+      banner.hidden = !alarm;
+      banner.textContent = alarm;
+      const fe = row.front_end ? `front end ${row.front_end.state}${row.front_end.restarts ? ` (${row.front_end.restarts} restarts)` : ""}` : "no front end";
+      facts.textContent = `type ${row.type || "ScalableJob"} · health ${row.health || "ok"} · ${fe}`;
       live.replaceChildren(...[
         ["waiting", row.waiting], ["running", row.running], ["starting", w.starting || 0], ["idle", w.idle || 0],
         ["busy", w.busy || 0], ["draining", w.draining || 0], ["desired", row.desired ?? "–"], ["min–max", `${row.min}–${row.max}`],

@@ -75,6 +75,11 @@ class WorkerBackend(abc.ABC):
     def started(self, handle: WorkerHandle) -> None:  # noqa: B027 - optional hook, a no-op by default
         """The instance showed up in the registry: it no longer counts as a spawn that may fail to start."""
 
+    def failed_starts(self, service: str) -> list:
+        """Take the instances of ``service`` that ended before they became ready since the last
+        call (:class:`autoscale.health.FailedStart`); the controller backs off on them. Default: none seen."""
+        return []
+
     def abandon(self, handle: WorkerHandle) -> None:
         """A spawn that never registered within its start deadline (``meta["start_by"]``): end it.
 

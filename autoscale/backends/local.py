@@ -44,6 +44,7 @@ import redis
 from app import keys
 from autoscale.backends.base import BackendError, WorkerBackend, WorkerHandle
 from autoscale.backends.template import Template
+from autoscale.health import FailedStart, failed_by_itself, log_tail, reason_from
 from autoscale.leader import Leadership, lua
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,7 @@ class LocalBackend(WorkerBackend):
     start_timeout: float = 300.0  # a spawn must register within this (init commands included), else it is reaped
     find_grace: float = 10.0  # a recorded spawn whose process never appeared is forgotten after this
     procs: dict[str, LocalProc] = field(default_factory=dict)
+    failed: list[FailedStart] = field(default_factory=list)  # failed starts not yet taken by the controller
 
     # -- adoption ---------------------------------------------------------------------------
     def adopt(self) -> list[str]:
@@ -209,6 +211,12 @@ class LocalBackend(WorkerBackend):
         self._update(p)
         log.info("warm shutdown of worker %s (pid %d)", p.name, p.pid)
 
+    def failed_starts(self, service: str) -> list[FailedStart]:
+        """Take the workers of ``service`` that exited before they registered (crash-loop backoff)."""
+        mine = [f for f in self.failed if f.service == service]
+        self.failed = [f for f in self.failed if f.service != service]
+        return mine
+
     def started(self, handle: WorkerHandle) -> None:
         """The worker registered: it is no longer a spawn that may be reaped for not starting."""
         p = self.procs.get(handle.name)
@@ -225,6 +233,8 @@ class LocalBackend(WorkerBackend):
         if p.pid:
             log.warning("worker %s (pid %d) did not register within %.0fs of its spawn; killing it", p.name, p.pid, self.start_timeout)
             _signal(-p.pid, signal.SIGKILL)
+        tail = log_tail(p.log_path)
+        self.failed.append(FailedStart(p.service, p.name, time.time(), None, f"did not become ready within {self.start_timeout:.0f}s; last output: {tail[-1] if tail else 'none'}", tail))
         self._forget(p.name)
 
     def stop_all(self, timeout: float | None = None) -> bool:
@@ -279,6 +289,10 @@ class LocalBackend(WorkerBackend):
                     gone.append(name)
             elif not p.alive():
                 gone.append(name)
+                if p.start_by and p.stopping_at is None:  # exited before it registered: a failed start?
+                    code, tail = p.popen.returncode if p.popen is not None else None, log_tail(p.log_path)
+                    if failed_by_itself(p.service, code, tail):
+                        self.failed.append(FailedStart(p.service, name, time.time(), code, reason_from(p.service, code, tail), tail))
             elif p.stopping_at is not None and time.monotonic() - p.stopping_at > self.force_after and not self.is_busy(name):
                 log.warning("worker %s did not exit %.0fs after SIGTERM and holds no task; killing it", name, self.force_after)
                 _signal(-p.pid, signal.SIGKILL)

@@ -6,7 +6,6 @@ app); the worker restarts the app and later requests succeed on the new process.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import signal
@@ -16,12 +15,13 @@ from tests.chaos.conftest import Row, count_outcomes
 from tests.conftest import Stack
 from tests.helpers import free_port, wait_for
 from tests.test_core import query_spec
+from workers.query import result_body
 
 DELAY = 1.0
 
 
 def app_pid(stack: Stack, rid: str) -> int:
-    return int(json.loads(base64.b64decode(stack.record(rid).result["body_b64"]))["pid"])
+    return int(json.loads(result_body(stack.record(rid).result))["pid"])
 
 
 def test_user_app_crash(chaos: Stack, row: Row) -> None:
