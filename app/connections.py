@@ -8,6 +8,7 @@ An ``amqp://`` broker still needs a Redis for state: ``redis_url`` or the embedd
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 
 import redis
@@ -26,6 +27,11 @@ class Endpoints:
     @property
     def broker_is_redis(self) -> bool:
         return is_redis_url(self.broker_url)
+
+
+def redacted(url: str) -> str:
+    """``url`` with its password replaced by ``***``: for banners and logs."""
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
 
 
 def is_redis_url(url: str) -> bool:
