@@ -13,6 +13,7 @@ inspect``, ``scalejob status``) only finds a running one, or raises :class:`NoSt
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 
 import redis
@@ -43,6 +44,11 @@ class Endpoints:
     @property
     def broker_is_redis(self) -> bool:
         return is_redis_url(self.broker_url)
+
+
+def redacted(url: str) -> str:
+    """``url`` with its password replaced by ``***``: for banners and logs."""
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
 
 
 def is_redis_url(url: str) -> bool:

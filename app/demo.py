@@ -44,14 +44,14 @@ def run_demo(console: Console) -> int:
 
     from app import inqueue, records, services
     from app.cli import follow_request
-    from app.connections import endpoints, state_redis
+    from app.connections import endpoints, redacted, state_redis
     from app.embedded import find_embedded, stop_embedded
     from app.settings import get_settings
     from app.specs import parse_spec
 
     get_settings.cache_clear()
     ep = endpoints()
-    console.print(f"[bold]broker[/bold] {ep.broker_url}   [bold]data[/bold] {data_dir}")
+    console.print(f"[bold]broker[/bold] {redacted(ep.broker_url)}   [bold]data[/bold] {data_dir}")
     r = state_redis()
     port = _free_port()
     spec = parse_spec(

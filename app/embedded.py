@@ -5,6 +5,12 @@ scalejob needs one server shared by several processes (API, autoscaler, workers)
 any of them. So we only borrow the binary and manage the server ourselves: AOF on, bound to
 127.0.0.1 on a free port, its port written to ``<data_dir>/redis/redis.port`` so every later
 process with the same data dir finds and reuses it. A file lock makes concurrent starts safe.
+
+It requires a password (``requirepass``): a random secret made on first start and kept 0600 in
+``<data_dir>/redis/password``; every scalejob process of the data dir reads it from there (never
+from argv or a log line). A process adopts a running server only if AUTH with that secret works
+*and* the server's process id is the one in its pid file, so whatever else answers on the port
+in ``redis.port`` is never taken for ours (docs/security.md).
 """
 
 from __future__ import annotations
@@ -13,11 +19,13 @@ import atexit
 import fcntl
 import logging
 import os
+import secrets
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import redis
 
@@ -38,10 +46,13 @@ class EmbeddedRedis:
     directory: Path
     port: int
     started_here: bool
+    password: str = field(default="", repr=False)
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        """The URL with the password: hand it to clients, never print it (``connections.redacted``)."""
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
 
 def redis_server_binary() -> str:
@@ -61,25 +72,51 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _probe(port: int) -> redis.Redis:
+def _probe(port: int, password: str | None = None) -> redis.Redis:
     """A client that fails at once: redis-py >= 6 retries a refused connection for seconds by default."""
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
-    return redis.Redis(host="127.0.0.1", port=port, socket_timeout=1, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
+    return redis.Redis(host="127.0.0.1", port=port, password=password or None, socket_timeout=1, socket_connect_timeout=1,
+                       retry=Retry(NoBackoff(), 0))
 
 
-def _alive(port: int) -> bool:
+def _alive(port: int, password: str | None = None) -> bool:
+    """Something answers on ``port`` (with ``password``: and accepts it)."""
     try:
-        return bool(_probe(port).ping())
+        return bool(_probe(port, password).ping())
+    except (redis.AuthenticationError, redis.ResponseError):  # it answers, but wants a (other) password
+        return password is None
     except redis.RedisError:
         return False
 
 
-def _config(directory: Path, port: int, appendfsync: str) -> str:
+def _secret(directory: Path) -> str:
+    """The embedded server's password: made once, 0600, in the data dir."""
+    path = directory / "password"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as out:
+        out.write(secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
+def _ours(directory: Path, port: int, password: str) -> bool:
+    """The server on ``port`` is this data dir's: it takes our password and its pid is the one in our pid file."""
+    try:
+        pid = int((directory / "redis.pid").read_text().strip())
+        return int(_probe(port, password).info("server")["process_id"]) == pid
+    except (OSError, ValueError, KeyError, redis.RedisError):
+        return False
+
+
+def _config(directory: Path, port: int, appendfsync: str, password: str) -> str:
     return "\n".join(
         [
             "bind 127.0.0.1",
+            f"requirepass {password}",
             f"port {port}",
             "protected-mode yes",
             "daemonize yes",
@@ -114,40 +151,49 @@ def ensure_embedded(data_dir: Path, appendfsync: str = "everysec", timeout: floa
     port_file = directory / "redis.port"
     with open(directory / "lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        password = _secret(directory)
         running = _read_port(port_file)
-        if running and _alive(running):
-            return EmbeddedRedis(directory, running, started_here=False)
+        if running and _ours(directory, running, password):
+            return EmbeddedRedis(directory, running, started_here=False, password=password)
+        if running and not port and not _alive(running):
+            port = running  # ours died: come back where every client looks for it
         port = port or _free_port()
-        (directory / "redis.conf").write_text(_config(directory, port, appendfsync))
+        conf = directory / "redis.conf"
+        conf.write_text(_config(directory, port, appendfsync, password))
+        conf.chmod(0o600)  # it holds the password
         proc = subprocess.run(
             [redis_server_binary(), str(directory / "redis.conf")], capture_output=True, text=True
         )
         if proc.returncode != 0:
             raise EmbeddedRedisError(f"embedded redis-server failed to start: {proc.stderr or proc.stdout}")
         deadline = time.monotonic() + timeout
-        while not _alive(port):
+        while not _alive(port, password):
             if time.monotonic() > deadline:
                 tail = (directory / "redis.log").read_text()[-2000:] if (directory / "redis.log").exists() else ""
                 raise EmbeddedRedisError(f"embedded redis-server did not answer on 127.0.0.1:{port}: {tail}")
             time.sleep(0.05)
         port_file.write_text(str(port))
         log.info("started embedded Redis on 127.0.0.1:%s (data in %s)", port, directory)
-        return EmbeddedRedis(directory, port, started_here=True)
+        return EmbeddedRedis(directory, port, started_here=True, password=password)
 
 
 def find_embedded(data_dir: Path) -> EmbeddedRedis | None:
     """The running embedded Redis of ``data_dir``, or None; never starts one."""
     directory = (data_dir / "redis").resolve()
     port = _read_port(directory / "redis.port")
-    if port and _alive(port):
-        return EmbeddedRedis(directory, port, started_here=False)
+    try:
+        password = (directory / "password").read_text().strip()
+    except OSError:
+        return None
+    if port and _ours(directory, port, password):
+        return EmbeddedRedis(directory, port, started_here=False, password=password)
     return None
 
 
 def stop_embedded(server: EmbeddedRedis) -> None:
     """Shut the server down after flushing its AOF, so no accepted task is lost."""
     try:
-        _probe(server.port).shutdown()
+        _probe(server.port, server.password).shutdown()
     except redis.ConnectionError:
         pass  # SHUTDOWN closes the connection under us: that is success
     except redis.RedisError as exc:

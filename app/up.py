@@ -190,7 +190,7 @@ def flower_login(environ: dict[str, str]) -> tuple[dict[str, str], str]:
 def run_up(specs: list[Path], port: int, flower_port: int | None, stop_timeout: float, console: Console) -> int:
     """Start everything, print where it is, block until SIGINT/SIGTERM, stop everything."""
     from app import services
-    from app.connections import endpoints, state_redis
+    from app.connections import endpoints, redacted, state_redis
     from app.embedded import find_embedded
     from app.settings import get_settings
     from app.specs import load_spec
@@ -239,7 +239,7 @@ def run_up(specs: list[Path], port: int, flower_port: int | None, stop_timeout: 
         _wait_for_autoscaler(r, stack, stopping)  # the banner means "submit works": a task finds a leader to start its worker
         frontends = FrontEnds(r, endpoint, Path.cwd(), stack.log_dir, env)  # started once the API answers (app/frontends.py)
         tokens = {spec.name: frontends.token(spec) for spec in deployed}
-        say(f"[bold]scalejob up[/bold]  broker {ep.broker_url}  data {data_dir}")
+        say(f"[bold]scalejob up[/bold]  broker {redacted(ep.broker_url)}  data {data_dir}")
         if (warning := exposure(data_dir)) is not None:
             say(f"[yellow]warning:[/yellow] {warning}")
         say(f"  API         {endpoint}   (docs {endpoint}/docs, dashboard {endpoint}/ui)")
@@ -248,7 +248,7 @@ def run_up(specs: list[Path], port: int, flower_port: int | None, stop_timeout: 
             say(f"  Flower      http://{settings.api_host}:{flower_port}   {flower_desc}")
         for spec in deployed:
             say(f"  service     {spec.name}  POST {endpoint}/api/predict/{spec.name}?taskType={spec.allowed_task_types()[0]}  token {tokens[spec.name]}")
-        same = f"SCALEJOB_DATA_DIR={data_dir}" if embedded is not None else f"SCALEJOB_REDIS_URL={ep.redis_url}"
+        same = f"SCALEJOB_DATA_DIR={data_dir}" if embedded is not None else f"SCALEJOB_REDIS_URL={redacted(ep.redis_url)}"
         say(f"  CLI         {same} scalejob submit|status|logs ...   (the same Redis as this stack)")
         say(f"  logs        {stack.log_dir}   — Ctrl-C stops everything (running tasks finish first)")
         while not stopping.is_set():

@@ -150,12 +150,15 @@ class Stack:
 
 @pytest.fixture
 def stack(tmp_path: Path, redis_base: str, broker_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
-    prefix = f"sjt{uuid.uuid4().hex[:8]}"
-    s = Stack(tmp_path, redis_base, broker_url, prefix)
-    for k in ("SCALEJOB_BROKER_URL", "SCALEJOB_REDIS_URL", "SCALEJOB_KEY_PREFIX", "SCALEJOB_DATA_DIR"):
+    yield from in_this_process(Stack(tmp_path, redis_base, broker_url, f"sjt{uuid.uuid4().hex[:8]}"), monkeypatch)
+
+
+def in_this_process(s: Stack, monkeypatch: pytest.MonkeyPatch, *extra: str) -> Iterator[Stack]:
+    """Point this test process at ``s`` (its env, settings, Celery broker) for the test; undo after."""
+    for k in ("SCALEJOB_BROKER_URL", "SCALEJOB_REDIS_URL", "SCALEJOB_KEY_PREFIX", "SCALEJOB_DATA_DIR", *extra):
         monkeypatch.setenv(k, s.env[k])
     reset_caches()
-    _point_celery_at(broker_url)
+    _point_celery_at(s.broker_url)
     yield s
     s.close()
     reset_caches()

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import redis
 
 from app.embedded import ensure_embedded, find_embedded, redis_server_binary, stop_embedded
-from tests.helpers import ROOT
+from tests.helpers import ROOT, wait_for
 
 
 def test_embedded_redis_uses_the_bundled_binary_and_keeps_data_across_restarts(tmp_path: Path) -> None:
@@ -58,3 +60,64 @@ def test_scalejob_resolves_to_the_embedded_redis_when_no_url_is_configured(tmp_p
     broker, state, found = out.stdout.split()
     assert broker == state == found
     assert find_embedded(tmp_path) is None  # its only user exited: stopped, not left behind
+
+
+
+def test_the_embedded_redis_needs_its_password_which_only_the_scalejob_user_can_read(tmp_path: Path) -> None:
+    """Issue 13, finding 1: any local user could PING it, LPUSH a task, read every spec with its token."""
+    old = os.umask(0o077)  # as every scalejob process runs (app/private.py)
+    try:
+        server = ensure_embedded(tmp_path)
+    finally:
+        os.umask(old)
+    try:
+        secret = (tmp_path / "redis" / "password").read_text().strip()
+        assert len(secret) >= 32 and (tmp_path / "redis" / "password").stat().st_mode & 0o077 == 0
+        assert (tmp_path / "redis" / "redis.conf").stat().st_mode & 0o077 == 0
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(host="127.0.0.1", port=server.port).ping()
+        assert redis.Redis.from_url(server.url).ping()
+        assert secret not in repr(server)
+        if os.geteuid() == 0 and shutil.which("runuser"):
+            ping = f"exec 3<>/dev/tcp/127.0.0.1/{server.port}; printf 'PING\\r\\n' >&3; read -r -t 3 line <&3; echo \"$line\""
+            out = subprocess.run(["runuser", "-u", "nobody", "--", "bash", "-c", ping], capture_output=True, text=True, timeout=10, cwd="/")
+            assert "NOAUTH" in out.stdout and "PONG" not in out.stdout, out
+            peek = subprocess.run(["runuser", "-u", "nobody", "--", "cat", str(tmp_path / "redis" / "password")], capture_output=True, text=True, timeout=10)
+            assert peek.returncode != 0 and secret not in peek.stdout
+    finally:
+        stop_embedded(server)
+
+
+def test_whatever_else_answers_on_the_recorded_port_is_not_adopted(tmp_path: Path) -> None:
+    """Issue 13, finding 9a: a process listening on the port in redis.port (a Redis without our password) is not ours."""
+    other_port = _free_port()
+    other = subprocess.Popen([redis_server_binary(), "--bind", "127.0.0.1", "--port", str(other_port), "--save", "", "--appendonly", "no"],
+                             stdout=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: _pings(other_port), 10, what="the other Redis")
+        (tmp_path / "redis").mkdir()
+        (tmp_path / "redis" / "redis.port").write_text(str(other_port))
+        assert find_embedded(tmp_path) is None
+        server = ensure_embedded(tmp_path)
+        try:
+            assert server.started_here and server.port != other_port
+        finally:
+            stop_embedded(server)
+    finally:
+        other.kill()
+        other.wait(5)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _pings(port: int) -> bool:
+    try:
+        return bool(redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.5).ping())
+    except redis.RedisError:
+        return False

@@ -138,7 +138,7 @@ def test_past_stop_timeout_running_task_is_killed_and_rerun_on_next_up(tmp_path:
     assert queued.returncode == 0, queued.stderr
     rid = queued.stdout.split("request ")[1].split()[0]
     port = int((tmp_path / "data" / "redis" / "redis.port").read_text())
-    r = redis.Redis(port=port)
+    r = redis.Redis(port=port, password=(tmp_path / "data" / "redis" / "password").read_text().strip())  # the data dir's secret
     prefix = env["SCALEJOB_KEY_PREFIX"]
     wait_for(lambda: r.hget(f"{prefix}:req:{rid}", "state") == b"running", 60, what="the task to run")
     procs = family(up, tmp_path / "data")
@@ -148,7 +148,7 @@ def test_past_stop_timeout_running_task_is_killed_and_rerun_on_next_up(tmp_path:
     up2, _ = start_up(tmp_path, env, log="up2.log")  # no specs: the service is still deployed in the AOF
     try:
         port = int((tmp_path / "data" / "redis" / "redis.port").read_text())
-        r = redis.Redis(port=port)
+        r = redis.Redis(port=port, password=(tmp_path / "data" / "redis" / "password").read_text().strip())  # the data dir's secret
         wait_for(lambda: r.hget(f"{prefix}:req:{rid}", "state") == b"succeeded", 60, what="the killed task to run again")
         logs = cli(cli_env, "logs", rid)
         assert "first run" in logs.stdout and "second run" in logs.stdout, logs.stdout

@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.conftest import AMQP_URL, Stack, amqp_reachable, reset_caches
+from tests.conftest import AMQP_URL, Stack, amqp_reachable, in_this_process
 from tests.helpers import Proc, python_argv, wait_for
 
 FAST = {"SCALEJOB_HEARTBEAT_INTERVAL": "0.5", "SCALEJOB_HEARTBEAT_TTL": "2", "SCALEJOB_POLL_INTERVAL": "0.3"}
@@ -235,16 +235,8 @@ def host_stack(hosts: Hosts, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, re
 
     Workers are started on hosts with ``hosts.worker``.
     """
-    from tests.conftest import _point_celery_at
-
     params = getattr(request.node, "callspec", None)
     broker = hosts.amqp_url() if params is not None and params.params.get("broker") == "amqp" else hosts.redis_url()
     s = Stack(tmp_path, hosts.redis_url(), broker, f"sjh{uuid.uuid4().hex[:8]}")
     s.env.update(FAST)
-    for k in ("SCALEJOB_BROKER_URL", "SCALEJOB_REDIS_URL", "SCALEJOB_KEY_PREFIX", "SCALEJOB_DATA_DIR", *FAST):
-        monkeypatch.setenv(k, s.env[k])
-    reset_caches()
-    _point_celery_at(broker)
-    yield s
-    s.close()
-    reset_caches()
+    yield from in_this_process(s, monkeypatch, *FAST)
