@@ -115,7 +115,7 @@ def test_autoscale_on_an_amqp_broker_stops_the_embedded_redis_it_started(tmp_pat
     proc = subprocess.Popen(python_argv("-m", "app.cli", "autoscale"), cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         server = wait_for(lambda: find_embedded(tmp_path / "data"), 60, what="the autoscaler's embedded Redis (state store)")
-        wait_for(lambda: redis.Redis(port=server.port).keys("*autoscaler:leader"), 60, what="the autoscaler to lead")
+        wait_for(lambda: redis.Redis.from_url(server.url).keys("*autoscaler:leader"), 60, what="the autoscaler to lead")
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
         wait_for(lambda: find_embedded(tmp_path / "data") is None, 10, what="the embedded Redis to stop with the autoscaler")
