@@ -70,7 +70,7 @@ def resolve(settings: Settings) -> Endpoints:
 def _embedded_url(settings: Settings) -> str:
     if _start_allowed:
         server = ensure_embedded(settings.data_dir, settings.embedded_appendfsync)
-        hold(server)
+        hold(server, settings.embedded_appendfsync)
         return server.url
     server = find_embedded(settings.data_dir)
     if server is None:

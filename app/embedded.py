@@ -22,6 +22,7 @@ import os
 import secrets
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -216,8 +217,8 @@ def _user_alive(entry: Path) -> bool:
         return False
 
 
-def hold(server: EmbeddedRedis) -> None:
-    """This process uses ``server``: register it, and stop the server at exit if no other user is left.
+def hold(server: EmbeddedRedis, appendfsync: str = "everysec") -> None:
+    """This process uses ``server``: register it, watch it (restarted on its port if it dies), stop it at exit if no other user is left.
 
     Why: the embedded Redis is a daemon that outlives the process that started it. Only the
     processes that may start it (``scalejob up``, ``api``, ``worker``, ``autoscale``, ``demo``)
@@ -229,6 +230,31 @@ def hold(server: EmbeddedRedis) -> None:
     me = users / str(os.getpid())
     me.write_text(repr(psutil.Process().create_time()))
     atexit.register(release, server, os.getpid())
+    threading.Thread(target=_watch, args=(server, appendfsync), name="embedded-redis-watch", daemon=True).start()
+
+
+def _watch(server: EmbeddedRedis, appendfsync: str, every: float = 0.5) -> None:
+    """Start the server again, on its port, when it dies (SIGKILL, OOM kill) while it is held.
+
+    Why the same port: every client of the stack (API, autoscaler, workers, the CLI) holds a URL
+    with that port and reconnects by itself; on another port the stack would answer 503 until
+    restarted by hand. A server stopped on purpose (``stop_embedded`` drops its port file) is
+    left stopped. Each holder watches; the data dir's lock makes one of them restart it.
+    """
+    port_file = server.directory / "redis.port"
+    while True:
+        time.sleep(every)
+        if not port_file.exists():
+            return
+        if _alive(server.port):
+            continue
+        try:
+            back = ensure_embedded(server.directory.parent, appendfsync, port=server.port)
+        except EmbeddedRedisError as exc:
+            log.error("embedded Redis on port %d died and could not be started again: %s", server.port, exc)
+            continue
+        if back.started_here:
+            log.warning("embedded Redis on port %d died; started it again on the same port (AOF replayed)", server.port)
 
 
 def release(server: EmbeddedRedis, pid: int) -> bool:

@@ -121,3 +121,57 @@ def _pings(port: int) -> bool:
         return bool(redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.5).ping())
     except redis.RedisError:
         return False
+
+
+def test_a_killed_embedded_redis_comes_back_on_the_same_port_with_every_accepted_put(tmp_path: Path) -> None:
+    """Issue 13, finding 9b: nothing restarted it, and the next CLI call started one on another port."""
+    import signal
+
+    import httpx
+
+    from tests.helpers import Proc, free_port, python_argv
+
+    data = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCALEJOB_")}
+    env.update(SCALEJOB_DATA_DIR=str(data), SCALEJOB_ADMIN_TOKEN="admin-" + "k" * 20, PYTHONPATH=str(ROOT))
+    port = free_port()
+    api = Proc(python_argv("-m", "app.cli", "api", "--port", str(port)), env, tmp_path / "api.log")
+    base, admin = f"http://127.0.0.1:{port}", {"Authorization": "admin-" + "k" * 20}
+    try:
+        wait_for(lambda: _healthy(base), 60, what="the API on its embedded Redis")
+        spec = {"metadata": {"name": "healme", "token": "tok-" + "h" * 16}}
+        assert httpx.put(f"{base}/api/services/healme", json=spec, headers=admin, timeout=10).status_code == 200
+        ids = [httpx.post(f"{base}/api/predict/healme?taskType=command", content=b"true", headers={"Authorization": "tok-" + "h" * 16},
+                          timeout=10).headers["X-Eas-Queueservice-Request-Id"] for _ in range(20)]
+        redis_port = int((data / "redis" / "redis.port").read_text())
+        old_pid = int((data / "redis" / "redis.pid").read_text())
+        os.kill(old_pid, signal.SIGKILL)
+        wait_for(lambda: _healthy(base) and _pid(data) not in (None, old_pid), 10, interval=0.1, what="the embedded Redis to be started again")
+        server = find_embedded(data)
+        assert server is not None and server.port == redis_port, "same port: every client's URL still works"
+        r = redis.Redis.from_url(server.url)
+        prefix = "scalejob"
+        assert all(r.hget(f"{prefix}:req:{rid}", "state") == b"queued" for rid in ids), "every accepted put is still there"
+        again = httpx.post(f"{base}/api/predict/healme?taskType=command", content=b"true", headers={"Authorization": "tok-" + "h" * 16}, timeout=10)
+        assert again.status_code == 200
+    finally:
+        api.kill_tree()
+        server = find_embedded(data)
+        if server is not None:
+            stop_embedded(server)
+
+
+def _healthy(base: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"{base}/healthz", timeout=1).json().get("redis") is True
+    except (httpx.HTTPError, ValueError):
+        return False
+
+
+def _pid(data: Path) -> int | None:
+    try:
+        return int((data / "redis" / "redis.pid").read_text())
+    except (OSError, ValueError):
+        return None

@@ -198,21 +198,35 @@ def test_a_redis_restart_loses_nothing_and_every_worker_reconnects_within_10s(ho
 
 
 @pytest.mark.parametrize("broker", ["amqp"])
-def test_a_rabbitmq_restart_mid_task_loses_and_duplicates_nothing_and_workers_consume_again_within_10s(
+def test_a_rabbitmq_restart_mid_task_loses_and_duplicates_nothing_and_everything_reconnects_within_10s(
         broker: str, hosts: Hosts, host_stack: Stack) -> None:
-    stack = host_stack
-    spec = stack.deploy(stack.command_spec())
-    two_workers(hosts, stack, spec.name)
-    ids = [stack.put(spec, "command", "sleep 4; echo done") for _ in range(2)]
-    wait_for(lambda: all((r := stack.record(x)) and r.state == "running" for x in ids), 30, what="both tasks running")
     if shutil.which("rabbitmqctl") is None:
         pytest.skip("restarting RabbitMQ needs rabbitmqctl")
-    for step in ("stop_app", "start_app"):  # a real restart of the broker app: connections and exclusive queues go
-        subprocess.run(["rabbitmqctl", step], capture_output=True, check=True, timeout=60)
-    t_up = time.monotonic()
-    done = [stack.wait_done(x, timeout=60) for x in ids]
-    assert [r.state for r in done] == ["succeeded", "succeeded"] and all(r.attempts == 1 for r in done)
-    assert all(terminal(stack, spec.name, x) == ["result"] for x in ids)
-    later = [stack.put(spec, "command", "true") for _ in range(4)]
-    assert all(stack.wait_done(x, timeout=10).state == "succeeded" for x in later), "workers consume again within 10 s"
-    print(f"\nafter a broker restart, new tasks all done {time.monotonic() - t_up:.2f}s after it was back")
+    stack = host_stack
+    spec_json = autoscaled_spec(stack, min=2, max=2)  # the autoscaler keeps the two remote workers
+    spec_json["metadata"]["token"] = "tok-" + "r" * 16
+    spec = stack.deploy(spec_json)
+    two_workers(hosts, stack, spec.name)
+    api = ApiServer(stack)
+    autoscalers = Autoscalers(stack)
+    try:
+        autoscalers.wait_leader(autoscalers.start())
+        ids = [stack.put(spec, "command", "sleep 4; echo done") for _ in range(2)]
+        wait_for(lambda: all((r := stack.record(x)) and r.state == "running" for x in ids), 30, what="both tasks running")
+        for step in ("stop_app", "start_app"):  # a real restart of the broker app: connections and exclusive queues go
+            subprocess.run(["rabbitmqctl", step], capture_output=True, check=True, timeout=60)
+        t_up, wall_up = time.monotonic(), time.time()
+        done = [stack.wait_done(x, timeout=60) for x in ids]
+        assert [r.state for r in done] == ["succeeded", "succeeded"] and all(r.attempts == 1 for r in done)
+        assert all(terminal(stack, spec.name, x) == ["result"] for x in ids)
+        with api.client(token="tok-" + "r" * 16) as http:  # the API publishes again ...
+            puts = wait_for(lambda: [http.post(f"/api/predict/{spec.name}?taskType=command", content=b"true") for _ in range(4)], 10,
+                            what="the API to publish again")
+        assert [p.status_code for p in puts] == [200] * 4, [p.text for p in puts]
+        later = [p.headers[HEADER_REQUEST_ID] for p in puts]  # ... and the workers consume again
+        assert all(stack.wait_done(x, timeout=10 - (time.monotonic() - t_up)).state == "succeeded" for x in later)
+        wait_for(lambda: any(d.get("last_at", d["at"]) > wall_up for d in autoscalers.decisions(spec.name)), 10 - (time.monotonic() - t_up),
+                 interval=0.1, what="the autoscaler to decide again (it reads the queue depth from RabbitMQ)")
+        print(f"\nafter a RabbitMQ restart: API, workers and autoscaler all back; new tasks done {time.monotonic() - t_up:.2f}s after it was back")
+    finally:
+        autoscalers.close()
