@@ -13,9 +13,11 @@ from typing import Any, NoReturn, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from app import records, sink
+from app.terminal import printable
 
 console = Console()
 
@@ -86,7 +88,7 @@ def follow(r: Any, request_id: str, timeout: float | None, fail: Callable[[str],
             for eid, msg in sink.request_events(r, request_id, after):
                 after = eid
                 if show_logs and msg.tags.get("type") == "log":
-                    bar.console.print(msg.data.decode(errors="replace"), highlight=False, markup=False)
+                    bar.console.print(printable(msg.data.decode(errors="replace")), highlight=False, markup=False)
             rec = records.get(r, request_id)
             if rec is not None:
                 bar.update(task, completed=rec.progress, state=rec.state)
@@ -169,8 +171,8 @@ def register(cli: typer.Typer, fail: Callable[[str], NoReturn], redis: Callable[
         else:
             for _, msg in sink.request_events(r, request_id, count=100_000):
                 if msg.tags.get("type") == "log":
-                    console.print(msg.data.decode(errors="replace"), highlight=False, markup=False)
-        console.print(f"[bold]{rec.state}[/bold] progress {rec.progress:g}%" + (f" — {rec.error}" if rec.error else ""))
+                    console.print(printable(msg.data.decode(errors="replace")), highlight=False, markup=False)
+        console.print(f"[bold]{rec.state}[/bold] progress {rec.progress:g}%" + (f" — {escape(printable(rec.error))}" if rec.error else ""))
 
     @cli.command()
     def cancel(request_id: str) -> None:
