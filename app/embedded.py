@@ -126,6 +126,7 @@ def _config(directory: Path, port: int, appendfsync: str, password: str) -> str:
             f"logfile {directory / 'redis.log'}",
             "save \"\"",
             "appendonly yes",
+            "maxmemory-policy noeviction",  # queued work is never evicted; puts are refused first (app/memory.py)
             "appendfilename appendonly.aof",
             f"appendfsync {appendfsync}",
             "notify-keyspace-events \"\"",

@@ -18,7 +18,7 @@ import redis
 from kombu.exceptions import OperationalError
 from redis.commands.core import Script
 
-from app import depth, keys, records, tenants
+from app import depth, keys, memory, records, tenants
 from app.connections import endpoints
 from app.settings import get_settings
 from app.specs import ServiceSpec
@@ -91,6 +91,8 @@ def put(
         raise PutError(400, f"taskType {task_type!r} is not accepted by service {spec.name}: use one of {allowed}")
     if len(payload) > spec.metadata.max_payload_bytes:
         raise PutError(413, f"payload of {len(payload)} bytes is over the service limit of {spec.metadata.max_payload_bytes}")
+    if (why := memory.refusal(r)) is not None:
+        raise PutError(507, why, RETRY_AFTER_S)
     depth_keys: list[str] = []
     if max_waiting is not None:
         if endpoints().broker_url == endpoints().redis_url:  # same Redis: check depth inside the script

@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     visibility_timeout: int = Field(24 * 3600, description="Redis broker redelivery timeout, longer than the longest task")
     embedded_appendfsync: Literal["everysec", "always"] = "everysec"
     amqp_quorum: bool = Field(False, description="RabbitMQ: declare service queues as quorum queues (x-queue-type=quorum)")
+    redis_memory_limit: int = Field(0, ge=0, description="Bytes: puts answer 507 once the state Redis uses 90% of this (0: its own maxmemory, if set)")
     output_cap_bytes: int = Field(1 << 20, description="Per-request cap on a command's log output stored in Redis; past it lines are dropped and counted")
     stop_grace: float = Field(10.0, description="Seconds between SIGTERM and SIGKILL when a command is cancelled or over max_runtime")
 

@@ -30,3 +30,24 @@ def test_150_long_polls_on_one_service_leave_puts_on_another_all_answered(stack:
     puts, polls = asyncio.run(scenario())
     assert puts == [200] * 20, puts
     assert all(s in (200, 429) for s in polls), sorted(set(polls))  # a waiter past the per-service cap is told to come back
+
+
+def test_near_the_memory_limit_a_put_answers_507_and_writes_nothing(stack: Stack, monkeypatch) -> None:  # noqa: ANN001
+    from app import keys
+    from app.inqueue import PutError, put
+    from tests.conftest import reset_caches
+
+    spec = stack.deploy(stack.command_spec())
+    used = int(stack.r.info("memory")["used_memory"])
+    monkeypatch.setenv("SCALEJOB_REDIS_MEMORY_LIMIT", str(used))  # already past 90% of it
+    reset_caches()
+    try:
+        put(stack.r, spec, "command", b"true")
+    except PutError as exc:
+        assert exc.status == 507 and "memory limit" in exc.detail and exc.retry_after
+    else:
+        raise AssertionError("a put near the memory limit was accepted")
+    assert stack.r.zcard(keys.requests_index(spec.name)) == 0, "nothing written"
+    monkeypatch.setenv("SCALEJOB_REDIS_MEMORY_LIMIT", str(100 * used))
+    reset_caches()
+    assert put(stack.r, spec, "command", b"true")[1]

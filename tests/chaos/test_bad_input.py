@@ -129,6 +129,26 @@ def test_bad_input(stack: Stack, api: ApiServer, row: Row) -> None:
     _publish_raw(stack, f"scalejob.{spec.name}", body, "application/x-python-serialize", headers)
     wait_for(lambda: "ContentDisallowed" in worker.output() or "Refusing to deserialize" in worker.output(), 20, what="pickle refusal logged")
 
+    # 5b. the audit's cases (issue 13): garbage on the broker list, a request id that climbs out of its
+    # directory, another service's message, NUL in a path, a 5,000-digit integer, an absurd offset
+    from app.celery_app import celery_app
+
+    if stack.broker_url.startswith("redis"):
+        stack.r.lpush(f"scalejob.{spec.name}", b"not a kombu envelope")
+    celery_app.send_task("scalejob.command", kwargs={"service": spec.name, "payload": "true", "request_id": "../../tmp/x"},
+                         queue=f"scalejob.{spec.name}")
+    celery_app.send_task("scalejob.command", kwargs={"service": "another-service", "payload": "true", "request_id": "abc123"},
+                         queue=f"scalejob.{spec.name}")
+    wait_for(lambda: worker.output().count("refused") >= 2, 20, what="both messages refused")
+    with api.client(ADMIN_TOKEN) as http:
+        for what, resp in (
+            ("NUL static path", http.get("/ui/static/dashboard.js%00.js")),
+            ("5,000-digit integer", http.put(f"/api/services/{spec.name}", content=b'{"metadata": {"name": "x", "max_waiting": ' + b"9" * 5000 + b"}}")),
+            ("absurd offset", http.get(f"/api/services/{spec.name}/requests", params={"offset": "9" * 21})),
+        ):
+            seen(resp.status_code, what)
+            assert 400 <= resp.status_code < 500, (what, resp.status_code, resp.text[:200])
+
     ok = [stack.put(spec, "command", f"echo after-{i}") for i in range(3)]
     [stack.wait_done(i, 20) for i in ok]
     count_outcomes(stack, spec.name, ok, row)
