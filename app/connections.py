@@ -86,9 +86,14 @@ def endpoints() -> Endpoints:
     return resolve(get_settings())
 
 
+# Above the API's thread limit (200, app/api.py): a thread never finds the pool empty (redis-py's
+# default of 100 made 150 concurrent long-polls answer 503 while they resolved their token).
+STATE_CONNECTIONS = 400
+
+
 @functools.lru_cache(maxsize=4)
 def _client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, socket_keepalive=True, health_check_interval=10, retry_on_timeout=True)
+    return redis.Redis.from_url(url, socket_keepalive=True, health_check_interval=10, retry_on_timeout=True, max_connections=STATE_CONNECTIONS)
 
 
 def state_redis() -> redis.Redis:

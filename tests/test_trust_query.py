@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import signal
@@ -12,6 +11,7 @@ import threading
 from tests.conftest import Stack
 from tests.helpers import free_port, wait_for
 from tests.test_core import query_spec
+from workers.query import result_body
 
 
 class Squatter(threading.Thread):
@@ -60,7 +60,7 @@ def test_a_process_that_takes_the_app_port_gets_no_payload(stack: Stack) -> None
     stack.start_worker(spec.name)
     stack.wait_workers(spec.name, 1, "idle", timeout=60)
     first = stack.wait_done(stack.put(spec, "query", "hello"), 30)
-    app_pid = json.loads(base64.b64decode(first.result["body_b64"]))["pid"]
+    app_pid = json.loads(result_body(first.result))["pid"]
     os.kill(app_pid, signal.SIGKILL)  # the app dies; a local process binds its port before it is restarted
     squatter = Squatter(port)
     squatter.start()
