@@ -67,10 +67,9 @@ class Leadership:
         self.term = 0
 
     # -- fencing -------------------------------------------------------------------------------
-    def write(self, hash_key: str, field: str, value: str | None, what: str) -> None:
-        """HSET (or HDEL when ``value`` is None) ``field`` of ``hash_key`` only in our term; else :class:`Fenced`."""
-        op = ("hdel", field, "") if value is None else ("hset", field, value)
-        self._run([self.key, self.term_key, hash_key], op, what)
+    def write(self, hash_key: str, field: str, value: str, what: str) -> None:
+        """HSET ``field`` of ``hash_key`` only in our term; else :class:`Fenced`."""
+        self._run([self.key, self.term_key, hash_key], ("hset", field, value), what)
 
     def check(self, what: str) -> None:
         """Raise :class:`Fenced` unless this instance still leads in its term (before a stop or drain)."""

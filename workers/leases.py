@@ -53,9 +53,13 @@ class LeaseClock:
             at = self._ok.get(request_id)
         return 0.0 if at is None else time.monotonic() - at
 
+    def stale(self, request_id: str) -> bool:
+        """Not renewed for TTL minus the margin: the lease may be gone (Redis need not be asked)."""
+        return self.age(request_id) > fence_after()
+
     def lost(self, request_id: str, worker: str) -> bool:
-        """True when the lease of ``request_id`` must be taken as lost: not renewed for TTL - margin and not renewable now."""
-        if self.age(request_id) <= fence_after():
+        """True when the lease of ``request_id`` must be taken as lost: :meth:`stale` and not renewable now."""
+        if not self.stale(request_id):
             return False
         try:
             ok = records.renew_leases(fencing_redis(), [request_id], worker)

@@ -29,7 +29,7 @@ from app.celery_app import celery_app
 from app.connections import state_redis
 from app.settings import get_settings
 from workers import ackgate, lifecycle, registry
-from workers.leases import CLOCK, fence_after, fencing_redis
+from workers.leases import CLOCK, fencing_redis
 from workers import progress_server
 from workers.command import OutputBudget, RateLimiter, progress_dir, run_command
 from workers.instance import Instance, instance_for
@@ -74,7 +74,7 @@ class Progress:
     (the next one retries) instead of hanging the command's loop.
     """
 
-    def __init__(self, r: redis.Redis, inst: Instance, request_id: str, to_sink: bool) -> None:
+    def __init__(self, inst: Instance, request_id: str, to_sink: bool) -> None:
         self.r, self.inst, self.request_id, self.to_sink = fencing_redis(), inst, request_id, to_sink
         hold = _holds.get(request_id)
         self.epoch, self.tenant = (hold.epoch, hold.tenant) if hold else ("", "default")
@@ -113,11 +113,12 @@ def _finish(r: redis.Redis, inst: Instance, request_id: str, state: str, data: b
 def _finish_service(r: redis.Redis, service: str, request_id: str, state: str, data: bytes, result: Any, error: str | None, tags: dict[str, str]) -> None:
     hold = _holds.get(request_id)
     worker, reg, epoch = (hold.worker, hold.registry_name, hold.epoch) if hold else ("", "", "")
-    tenant = hold.tenant if hold else getattr(records.get(r, request_id), "tenant", "default")
-    tags = {**tags, "tenant": tenant}
-    _, final = until_redis_answers(
-        lambda: lifecycle.end(r, service, request_id, state, data, result, error, tags, worker, reg, epoch), f"request {request_id}: recording {state}"
-    )
+
+    def record() -> tuple[bool, str]:  # the tenant of a request this delivery does not hold is read inside the retry too
+        tenant = hold.tenant if hold else (r.hget(keys.request(request_id), "tenant") or b"default").decode()
+        return lifecycle.end(r, service, request_id, state, data, result, error, {**tags, "tenant": tenant}, worker, reg, epoch)
+
+    _, final = until_redis_answers(record, f"request {request_id}: recording {state}")
     if hold is not None:
         hold.final_state = final
 
@@ -133,14 +134,14 @@ def _command(r: redis.Redis, inst: Instance, request_id: str, payload: bytes) ->
     to_queue = spec.write_logs_to_queue("command")
     limiter = RateLimiter(spec.scalable_job.log_lines_per_second)
     budget = OutputBudget(get_settings().output_cap_bytes)
-    progress = Progress(r, inst, request_id, to_queue)
+    progress = Progress(inst, request_id, to_queue)
     progress_file = os.path.join(progress_dir(), f"{request_id}.progress")  # the command creates it if it reports
     env = {**inst.env, "SCALEJOB_REQUEST_ID": request_id, "SCALEJOB_PROGRESS_FILE": progress_file}
     fast, hold = fencing_redis(), _holds[request_id]
     self_fence = inst.heartbeat is not None  # only a worker whose heartbeat renews leases can tell it lost one
 
     def on_line(line: str) -> None:
-        if self_fence and CLOCK.age(request_id) > fence_after():  # cut off: drop the line, keep the loop free to fence
+        if self_fence and CLOCK.stale(request_id):  # cut off: drop the line, keep the loop free to fence
             limiter.dropped += 1
             return
         if limiter.allow() and (kept := budget.take(line)) is not None:
@@ -204,7 +205,7 @@ def _query(r: redis.Redis, inst: Instance, request_id: str, payload: bytes) -> N
         _finish(r, inst, request_id, "failed", msg.encode(), None, msg, {})
         return
     headers = {**app.headers, "X-Scalejob-Request-Id": request_id}
-    progress = Progress(r, inst, request_id, inst.spec.write_logs_to_queue("query"))
+    progress = Progress(inst, request_id, inst.spec.write_logs_to_queue("query"))
     try:
         with progress_server.tracking(request_id, progress) as progress_url:
             if progress_url:

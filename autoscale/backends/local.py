@@ -255,12 +255,10 @@ class LocalBackend(WorkerBackend):
             self.template.close()
 
     # -- internals --------------------------------------------------------------------------
-    def _write(self, name: str, value: str | None, what: str) -> None:
-        """Record (or drop, ``value`` None) a process entry; fenced to our leader term when we have one."""
+    def _write(self, name: str, value: str, what: str) -> None:
+        """Record a process entry; fenced to our leader term when we have one."""
         if self.fence is not None:
             self.fence.write(keys.local_workers(), name, value, what)
-        elif value is None:
-            self.r.hdel(keys.local_workers(), name)
         else:
             self.r.hset(keys.local_workers(), name, value)
 
