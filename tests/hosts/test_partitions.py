@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 import signal
 import subprocess
 import sys
@@ -167,9 +170,12 @@ def test_puts_during_a_partition_of_every_worker_host_all_run_once_it_heals(host
     assert all(results[x] == 1 for x in ids), results
 
 
-def test_a_redis_restart_loses_nothing_and_every_worker_reconnects_within_10s(hosts: Hosts, host_stack: Stack) -> None:
-    stack = host_stack
-    spec = stack.deploy(autoscaled_spec(stack, min=2, max=2))  # the autoscaler keeps the two remote workers
+@contextmanager
+def two_tasks_on_two_hosts(hosts: Hosts, stack: Stack, token: str) -> Iterator[tuple[Any, dict[int, str], ApiServer, Autoscalers, list[str]]]:
+    """A service whose two remote workers each run a 4 s task, with the API and an autoscaler (min = max = 2) beside them."""
+    spec_json = autoscaled_spec(stack, min=2, max=2)  # the autoscaler keeps the two remote workers
+    spec_json["metadata"]["token"] = token
+    spec = stack.deploy(spec_json)
     names = two_workers(hosts, stack, spec.name)
     api = ApiServer(stack)
     autoscalers = Autoscalers(stack)
@@ -177,18 +183,28 @@ def test_a_redis_restart_loses_nothing_and_every_worker_reconnects_within_10s(ho
         autoscalers.wait_leader(autoscalers.start())
         ids = [stack.put(spec, "command", "sleep 4; echo done") for _ in range(2)]
         wait_for(lambda: all((r := stack.record(x)) and r.state == "running" for x in ids), 30, what="both tasks running")
+        yield spec, names, api, autoscalers, ids
+    finally:
+        autoscalers.close()
+
+
+def deciding_again(autoscalers: Autoscalers, service: str, since: float, within: float) -> None:
+    wait_for(lambda: any(d.get("last_at", d["at"]) > since for d in autoscalers.decisions(service)), within,
+             interval=0.1, what="the autoscaler to decide again")
+
+
+def test_a_redis_restart_loses_nothing_and_every_worker_reconnects_within_10s(hosts: Hosts, host_stack: Stack) -> None:
+    stack = host_stack
+    with two_tasks_on_two_hosts(hosts, stack, "tok-" + "d" * 16) as (spec, names, api, autoscalers, ids):
         hosts.stop_redis()  # SIGKILL; AOF with appendfsync always keeps every write it acknowledged
         hosts.start_redis()
         t_up, wall_up = time.monotonic(), time.time()
         wait_for(lambda: {w.name for w in stack.workers(spec.name) if w.heartbeat_at > wall_up} >= set(names.values()), 10,
                  interval=0.1, what="both workers to heartbeat again")
-        wait_for(lambda: any(d.get("last_at", d["at"]) > wall_up for d in autoscalers.decisions(spec.name)), 10 - (time.monotonic() - t_up),
-                 interval=0.1, what="the autoscaler to decide again")
+        deciding_again(autoscalers, spec.name, wall_up, 10 - (time.monotonic() - t_up))
         with api.client(token=None) as http:
             wait_for(lambda: http.get("/healthz").json()["redis"], 10 - (time.monotonic() - t_up), interval=0.1, what="the API's Redis")
         reconnected = time.monotonic() - t_up
-    finally:
-        autoscalers.close()
     done = [stack.wait_done(x, timeout=60) for x in ids]
     assert [r.state for r in done] == ["succeeded", "succeeded"] and all(r.attempts == 1 for r in done)
     assert all(terminal(stack, spec.name, x) == ["result"] for x in ids)
@@ -203,16 +219,7 @@ def test_a_rabbitmq_restart_mid_task_loses_and_duplicates_nothing_and_everything
     if shutil.which("rabbitmqctl") is None:
         pytest.skip("restarting RabbitMQ needs rabbitmqctl")
     stack = host_stack
-    spec_json = autoscaled_spec(stack, min=2, max=2)  # the autoscaler keeps the two remote workers
-    spec_json["metadata"]["token"] = "tok-" + "r" * 16
-    spec = stack.deploy(spec_json)
-    two_workers(hosts, stack, spec.name)
-    api = ApiServer(stack)
-    autoscalers = Autoscalers(stack)
-    try:
-        autoscalers.wait_leader(autoscalers.start())
-        ids = [stack.put(spec, "command", "sleep 4; echo done") for _ in range(2)]
-        wait_for(lambda: all((r := stack.record(x)) and r.state == "running" for x in ids), 30, what="both tasks running")
+    with two_tasks_on_two_hosts(hosts, stack, "tok-" + "r" * 16) as (spec, _, api, autoscalers, ids):
         for step in ("stop_app", "start_app"):  # a real restart of the broker app: connections and exclusive queues go
             subprocess.run(["rabbitmqctl", step], capture_output=True, check=True, timeout=60)
         t_up, wall_up = time.monotonic(), time.time()
@@ -225,8 +232,5 @@ def test_a_rabbitmq_restart_mid_task_loses_and_duplicates_nothing_and_everything
         assert [p.status_code for p in puts] == [200] * 4, [p.text for p in puts]
         later = [p.headers[HEADER_REQUEST_ID] for p in puts]  # ... and the workers consume again
         assert all(stack.wait_done(x, timeout=10 - (time.monotonic() - t_up)).state == "succeeded" for x in later)
-        wait_for(lambda: any(d.get("last_at", d["at"]) > wall_up for d in autoscalers.decisions(spec.name)), 10 - (time.monotonic() - t_up),
-                 interval=0.1, what="the autoscaler to decide again (it reads the queue depth from RabbitMQ)")
+        deciding_again(autoscalers, spec.name, wall_up, 10 - (time.monotonic() - t_up))  # it reads the queue depth from RabbitMQ
         print(f"\nafter a RabbitMQ restart: API, workers and autoscaler all back; new tasks done {time.monotonic() - t_up:.2f}s after it was back")
-    finally:
-        autoscalers.close()
