@@ -7,9 +7,19 @@ import os
 import signal
 import tempfile
 
+import psutil
+
 from autoscale.backends.template import Template
 from tests.conftest import Stack
 from tests.helpers import ROOT, wait_for
+
+
+def exited(pid: int) -> bool:
+    """True once the process is gone or a zombie; a process that goes between two reads is gone."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def test_a_forked_worker_removes_its_progress_dir_when_it_exits(stack: Stack) -> None:
@@ -24,7 +34,7 @@ def test_a_forked_worker_removes_its_progress_dir_when_it_exits(stack: Stack) ->
         pattern = os.path.join(tempfile.gettempdir(), f"scalejob-progress-{pid}-*")
         assert glob.glob(pattern), "the worker made its progress dir"
         os.kill(pid, signal.SIGTERM)  # warm shutdown; the forked child ends with os._exit
-        wait_for(lambda: not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z", 30, what="the worker to exit")
+        wait_for(lambda: exited(pid), 30, what="the worker to exit")
         assert glob.glob(pattern) == [], "its progress dir is gone"
     finally:
         template.close()
