@@ -108,6 +108,11 @@ def samples(service: str) -> str:
     return f"{_p()}:{service}:samples"  # list of {"t", "waiting", "running", "workers", "desired", "reason"} JSON, oldest first (RPUSH + LTRIM)
 
 
+# autoscale/durations.py (written inside workers/lifecycle.py's finish script) — recent run times
+def run_times(service: str) -> str:
+    return f"{_p()}:{service}:run_times"  # list of run seconds of finished tasks, newest first (LPUSH + LTRIM)
+
+
 # autoscale/backends/local.py — processes the local backend started, so a restarted autoscaler adopts them
 def local_workers() -> str:
     return f"{_p()}:autoscaler:local"  # hash worker name -> {"pid", "host", "service", "standby", "log", "term", "start_by"} JSON

@@ -24,7 +24,7 @@ import redis
 from app import keys, tenants
 from app.services import spec_hash
 from app.specs import parse_spec
-from autoscale import history
+from autoscale import durations, history
 from autoscale.backends.base import BackendError, WorkerBackend, WorkerHandle
 from autoscale.crashloop import CrashLoops
 from autoscale.leader import Fenced, Leadership
@@ -91,6 +91,7 @@ class Controller:
     recover_every: float = 2.0
     _recovered_at: float = 0.0
     crashloops: CrashLoops | None = None  # crash-loop backoff (autoscale/crashloop.py); built on first tick
+    starts: durations.StartTimes = field(default_factory=durations.StartTimes)  # measured worker start times (wait-target mode)
 
     # -- one tick ----------------------------------------------------------------------------
     def tick(self, now: float | None = None) -> list[dict[str, Any]]:
@@ -135,7 +136,7 @@ class Controller:
             from autoscale.metrics.gpu import with_gpu
 
             views, free_gpus = with_gpu(views, snap), snap.free_gpus()
-        obs = Observation(waiting=waiting, running=workers.running, workers=views, free_gpus=free_gpus)
+        obs = self._with_estimates(t, Observation(waiting=waiting, running=workers.running, workers=views, free_gpus=free_gpus), handles, workers, now)
         state = self.states.get(t.service) or _fresh_state(views, now)
         if t.service not in self.states or self.crashloops is None:  # first tick of a leader term: reload stored health
             self.crashloops = self.crashloops or CrashLoops(self.r)
@@ -290,6 +291,17 @@ class Controller:
             actions.append(f"spawn {h.name}" + (" (standby)" if env else ""))
 
     # -- helpers -----------------------------------------------------------------------------
+    def _with_estimates(self, t: Target, obs: Observation, handles: list[WorkerHandle], workers: Workers, now: float) -> Observation:
+        """Add the run-time and start-time figures a wait target plans with (autoscale/durations.py).
+
+        Only for a service with a wait target: the ratio rule needs neither, and its tick stays one
+        Redis read cheaper.
+        """
+        if t.cfg.target_wait_seconds is None:
+            return obs
+        start = self.starts.observe(t.service, handles, set(workers.seen), now)
+        return replace(obs, run_times=durations.run_times(self.r, t.service), start_seconds=start)
+
     def _with_leftovers(self, targets: list[Target]) -> list[Target]:
         """Services that were undeployed but still have our workers: scale them to zero."""
         names = {t.service for t in targets}

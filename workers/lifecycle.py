@@ -24,6 +24,7 @@ from redis.commands.core import Script
 
 from app import keys, records, sink
 from app.settings import get_settings
+from autoscale import durations
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +53,11 @@ return {0, redis.call('HGET', KEYS[1], 'state') or '', redis.call('HGET', KEYS[1
 """
 
 # KEYS: record, per-request stream, sink, sink counter, lease, running hash, worker's task set,
-# stale-write counter. ARGV: state, record ttl, request id, worker ('' = not the lease holder:
-# release nothing), data, tags JSON, to sink, sink cap, epoch ('' = unfenced), then the terminal
-# fields. Returns {moved, final state}, or {-2, current epoch} when the epoch is stale (refused).
-_END = records.FINISH_FN + records.RELEASE_FN + records.STALE_FN + sink.EMIT_FN + """
+# stale-write counter, the service's run times (autoscale/durations.py). ARGV: state, record ttl,
+# request id, worker ('' = not the lease holder: release nothing), data, tags JSON, to sink, sink
+# cap, epoch ('' = unfenced), then the terminal fields (ARGV[11]: finished_at). The lease holder's
+# succeeded or failed run adds its run time. Returns {moved, final state}, or {-2, current epoch} when the epoch is stale (refused).
+_END = records.FINISH_FN + records.RELEASE_FN + records.STALE_FN + sink.EMIT_FN + durations.RECORD_FN + """
 if stale(KEYS[1], KEYS[8], ARGV[9]) then
   if redis.call('HGET', KEYS[6], ARGV[3]) ~= ARGV[4] then redis.call('SREM', KEYS[7], ARGV[3]) end
   return {-2, redis.call('HGET', KEYS[1], 'attempts') or ''}
@@ -63,6 +65,7 @@ end
 local moved = finish(KEYS[1], ARGV[1], ARGV[2], {unpack(ARGV, 10)})
 if moved == 1 then emit({KEYS[2], KEYS[3], KEYS[4]}, {ARGV[5], ARGV[6], ARGV[2], ARGV[7], ARGV[8]}) end
 if ARGV[4] ~= '' then
+  if moved == 1 and ARGV[1] ~= 'cancelled' then record_run(KEYS[9], redis.call('HGET', KEYS[1], 'started_at'), ARGV[11]) end
   release(KEYS[5], KEYS[6], ARGV[3], ARGV[4])
   redis.call('SREM', KEYS[7], ARGV[3])
 end
@@ -138,7 +141,7 @@ def end(
     kind = "result" if state == "succeeded" else "error"
     e_keys = sink.emit_keys(service, request_id)
     data_, tags_json, ttl, to_sink, cap = sink.emit_args(request_id, kind, data, {"state": state, **tags}, True)
-    ks = [keys.request(request_id), *e_keys, keys.request_lease(request_id), keys.running(), keys.worker_tasks(registry_name or worker), keys.stale_writes()]
+    ks = [keys.request(request_id), *e_keys, keys.request_lease(request_id), keys.running(), keys.worker_tasks(registry_name or worker), keys.stale_writes(), keys.run_times(service)]
     args = [state, ttl, request_id, worker, data_, tags_json, to_sink, cap, epoch, *records.finish_fields(state, result, error)]
     moved, final = END(keys=ks, args=args, client=r)
     if moved == STALE:

@@ -61,6 +61,7 @@ class SimResult:
     timeline: list[tuple[float, int, int, int]]  # (t, load, live workers, desired)
     events: list[tuple[float, str]]  # (t, "spawn" | "stop")
     busy_seconds: float = 0.0  # worker time spent running tasks, cut runs included
+    unfinished: int = 0  # tasks still not done when the replay ended (cut again and again)
     settings: dict[str, Any] = field(default_factory=dict)  # what the run was made with (start time, grace, redelivery)
 
     @property
@@ -102,17 +103,21 @@ def load_trace(path: str | Path) -> list[tuple[float, float]]:
     return sorted(out)
 
 
+MAX_REDELIVERIES = 3  # the replay runs on for at most this many redelivery delays past the trace
+
+
 class _Run:
     """One replay; the state the event handlers share."""
 
     def __init__(self, trace: list[tuple[float, float]], policy: Policy, start_time: float, grace: float, redelivery: float, tail: float) -> None:
         self.policy, self.start_time, self.grace, self.redelivery, self.tail = policy, start_time, grace, redelivery, tail
-        self.horizon = (max(a + d for a, d in trace) if trace else 0.0) + tail  # grows when a cut task comes back late
+        self.horizon = self.base_horizon = (max(a + d for a, d in trace) if trace else 0.0) + tail  # grows when a cut task comes back late
         self.tasks = [Task(a, d) for a, d in trace]
         self.events: list[tuple[float, int, str, Any]] = []
         self.seq, self.names = itertools.count(), itertools.count()
         self.queue: deque[Task] = deque()
-        self.workers: list[SimWorker] = []
+        self.workers: list[SimWorker] = []  # alive ones; stopped ones move to ``gone`` (keeps each event O(live workers))
+        self.gone: list[SimWorker] = []
         self.log: list[tuple[float, str]] = []
         self.timeline: list[tuple[float, int, int, int]] = []
         self.recent: deque[float] = deque(maxlen=RUN_TIMES_KEPT)
@@ -132,6 +137,8 @@ class _Run:
         if w.alive:
             w.state, w.stopped_at = "stopped", now
             self.log.append((now, "stop"))
+            self.workers.remove(w)
+            self.gone.append(w)
 
     def dispatch(self, now: float) -> None:
         for w in self.workers:
@@ -163,6 +170,8 @@ class _Run:
         by_name = {w.name: w for w in self.workers}
         for name in d.victims:
             w = by_name[name]
+            if not w.alive:
+                continue
             if w.state in ("starting", "idle", "standby"):
                 self.stop(w, now)
             elif w.state == "busy" and self.policy.drains:
@@ -230,7 +239,8 @@ class _Run:
         self.busy += now - (t.started or now)
         t.started, t.interrupted = None, t.interrupted + 1
         self.push(now + self.redelivery, "redeliver", t)
-        self.horizon = max(self.horizon, now + self.redelivery + t.duration + self.tail)  # it still runs, later
+        # it still runs, later; but not past MAX_REDELIVERIES delays: a task cut again and again is a livelock, reported unfinished
+        self.horizon = min(max(self.horizon, now + self.redelivery + t.duration + self.tail), self.base_horizon + MAX_REDELIVERIES * (self.redelivery + self.tail))
         self.stop(w, now)
 
     def run(self) -> None:
@@ -264,12 +274,12 @@ def simulate(
     sim = _Run(trace, policy, start_time, grace, redelivery, tail)
     sim.run()
     horizon = sim.horizon
-    cost = sum((w.stopped_at if w.stopped_at is not None else horizon) - w.spawned_at for w in sim.workers)
+    cost = sum((w.stopped_at if w.stopped_at is not None else horizon) - w.spawned_at for w in sim.workers + sim.gone)
     busy = sim.busy + sum(horizon - w.busy_since for w in sim.workers if w.task is not None and w.busy_since is not None)
     return SimResult(
         policy=policy.name,
         worker_seconds=cost,
-        waits=[t.started - t.arrival for t in sim.tasks if t.started is not None],
+        waits=[(t.started if t.started is not None else horizon) - t.arrival for t in sim.tasks],  # never started: waited to the end, at least
         spawns=sum(1 for _, e in sim.log if e == "spawn"),
         stops=sum(1 for _, e in sim.log if e == "stop"),
         interrupted=sum(t.interrupted for t in sim.tasks),
@@ -277,5 +287,6 @@ def simulate(
         timeline=sim.timeline,
         events=sim.log,
         busy_seconds=busy,
+        unfinished=sum(1 for t in sim.tasks if t.finished is None),
         settings={"start_time": start_time, "grace": grace, "redelivery": redelivery},
     )

@@ -30,6 +30,7 @@ def row(r: SimResult) -> dict[str, Any]:
         "spawns": r.spawns,
         "cut": r.interrupted,
         "tasks": len(r.waits),
+        "unfinished": r.unfinished,
         **r.settings,
     }
 
