@@ -30,7 +30,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-AIM = 0.8  # fraction of the target the last waiting task is aimed at (headroom for scatter)
+AIM = 0.8  # fraction of the target the last waiting task is aimed at (headroom for scatter; benchmarks/simulate.py)
+KEEP_IDLE = 0.4  # an idle worker is kept for this fraction of a worker start time before it goes
 PRIOR_START = 5.0  # worker start seconds assumed until the controller has measured one
 
 

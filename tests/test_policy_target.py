@@ -11,7 +11,7 @@ import pytest
 from app.specs import parse_spec
 from autoscale.config import from_spec
 from autoscale.policy import AutoscalerConfig, Observation, PolicyState, RunTimes, WorkerView, decide
-from autoscale.target_wait import AIM, PRIOR_START, Pool, estimate, starts_by, workers_for_target
+from autoscale.target_wait import AIM, KEEP_IDLE, PRIOR_START, Pool, estimate, starts_by, workers_for_target
 
 assert AIM == 0.8  # the cases below are worked out for it
 
@@ -64,15 +64,16 @@ def obs(waiting: int, busy: int = 0, idle: int = 0, start: float | None = 2.0, m
     return Observation(waiting, busy, views, run_times=run(mean), start_seconds=start)
 
 
-def test_policy_scales_to_the_target_and_in_after_one_start_time() -> None:
-    # T = 24, d = 10, s = 2: a new worker starts floor(22/10) + 1 = 3 tasks; 30 waiting -> 10 workers
-    d, state = decide(obs(30), PolicyState(), TARGET, 0.0)
-    assert (d.desired, d.rule) == (10, "scale_up")
-    # the queue is gone, 2 still busy: the window is max(stabilization 1 s, start 2 s)
-    d, state = decide(obs(0, busy=2, idle=8, now=1.5), state, TARGET, 1.5)
-    assert (d.desired, d.rule) == (10, "stabilization") and "2 s stabilization window" in d.reason
-    d, state = decide(obs(0, busy=2, idle=8, now=2.5), state, TARGET, 2.5)
-    assert d.desired == 2 and len(d.victims) == 8 and all(v.startswith("i") for v in d.victims)
+def test_policy_scales_to_the_target_and_in_after_part_of_a_start_time() -> None:
+    # T = 24, d = 10, s = 5: a new worker starts floor(19/10) + 1 = 2 tasks; 30 waiting -> 15 workers
+    d, state = decide(obs(30, start=5), PolicyState(), TARGET, 0.0)
+    assert (d.desired, d.rule) == (15, "scale_up")
+    # the queue is gone, 2 still busy: the window is max(stabilization 1 s, KEEP_IDLE x start 5 s)
+    assert KEEP_IDLE * 5 == 2
+    d, state = decide(obs(0, busy=2, idle=13, start=5, now=1.5), state, TARGET, 1.5)
+    assert (d.desired, d.rule) == (15, "stabilization") and "2 s stabilization window" in d.reason
+    d, state = decide(obs(0, busy=2, idle=13, start=5, now=2.5), state, TARGET, 2.5)
+    assert d.desired == 2 and len(d.victims) == 13 and all(v.startswith("i") for v in d.victims)
 
 
 def test_policy_keeps_one_for_the_grace_then_zero() -> None:

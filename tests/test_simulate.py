@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from app.cli import cli
 from autoscale.policy import AutoscalerConfig
-from autoscale.simulate import ScalejobPolicy, compare, hpa_policy, keda_policy, load_trace, plot, simulate
+from autoscale.simulate import ScalejobPolicy, compare, hpa_policy, keda_policy, load_trace, plot, row, simulate
 
 ROOT = Path(__file__).resolve().parents[1]
 BURSTY = ROOT / "benchmarks" / "traces" / "bursty.csv"
@@ -148,3 +148,19 @@ def test_cli_bad_input_is_one_line(tmp_path: Path) -> None:
     assert res.exit_code == 1 and "bad autoscaler config" in " ".join(res.output.split())
     res = CliRunner().invoke(cli, ["simulate", str(BURSTY), "--avg-waiting-length", "2", "--target-wait", "30"])
     assert res.exit_code == 1 and "either avg_waiting_length or target_wait_seconds" in " ".join(res.output.split())
+
+
+def test_policy_sweep_smoke(tmp_path: Path) -> None:
+    """benchmarks/simulate.py's verdict and frontier on a slice of the shipped trace (the full sweep is a benchmark)."""
+    from benchmarks import simulate as sweep
+
+    trace = load_trace(BURSTY)[:60]
+    rows = []
+    for p in [q for i, q in enumerate(sweep.policies(20.0)) if i in (0, 1, 5, 9, 15, 20, 21)]:
+        r = simulate(trace, p, start_time=20.0)
+        rows.append({"trace": "bursty", "static": not p.name.startswith("scalejob target"), **row(r)})
+    verdicts = sweep.verdicts(rows)
+    assert [(v["target"], v["met"] is not False) for v in verdicts] == [(60.0, True), (120.0, True)]
+    assert all(v["cost_ratio"] is None or v["cost_ratio"] > 0 for v in verdicts)
+    png = sweep.frontier(rows, tmp_path / "f.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
