@@ -53,3 +53,23 @@ def test_start_times_are_measured_from_first_sight_to_registration() -> None:
     st.observe("svc", [h, h2], {"w1"}, 200.0)
     assert st.observe("svc", [h, h2], {"w1", "w2"}, 202.0) == 0.7 * 4.0 + 0.3 * 2.0
     assert st.observe("other", [], set(), 300.0) is None
+
+
+def test_the_controller_plans_a_wait_target_with_the_recorded_run_times(stack: Stack) -> None:
+    from tests.autoscaling import autoscaled_spec
+    from tests.test_autoscaler_parts import _controller
+
+    spec = stack.deploy(autoscaled_spec(stack, min=0, max=2, strategies={"target_wait_seconds": 30}))
+    scaler = _controller(stack)
+    try:
+        [entry] = [e for e in scaler.controller.tick() if e["service"] == spec.name]
+        assert "target wait 30 s: no run times yet" in entry["reason"]
+        for _ in range(3):
+            rid = uuid.uuid4().hex
+            lifecycle.begin(stack.r, rid, spec.name, "command", "w1", "w1", {"kwargs": {}}, time.time() - 4)
+            lifecycle.end(stack.r, spec.name, rid, "succeeded", b"", None, None, {}, "w1", "w1")
+        [entry] = [e for e in scaler.controller.tick() if e["service"] == spec.name]
+        assert "run time ~4" in entry["reason"] and "(3 seen)" in entry["reason"], entry["reason"]
+        assert entry["desired"] == 0
+    finally:
+        scaler.backend.stop_all(timeout=30)
