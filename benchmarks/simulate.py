@@ -110,7 +110,7 @@ def frontier(rows: list[dict], path: Path) -> Path:
         ax.axis("off")
     axes[0, 0].legend(fontsize=7)
     fig.suptitle("Cost vs wait: static configurations (EAS avg_waiting_length 1-5, KEDA listLength 1-10, HPA target 1-5) and the wait target; max 30", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
