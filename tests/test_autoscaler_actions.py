@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from tests.autoscaling import autoscaled_spec
 from tests.conftest import Stack
 from tests.test_autoscaler_failover import MAX, die, leader, live, service, spawns  # noqa: F401 - fixture
 

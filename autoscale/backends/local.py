@@ -51,6 +51,7 @@ import redis
 from app import keys
 from autoscale.backends.base import BackendError, WorkerBackend, WorkerHandle
 from autoscale.backends.exits import ExitWatcher, OnExit
+from autoscale.backends.procs import adoptable, find_process, process, recorded_processes  # noqa: F401 - recorded_processes: app/up.py
 from autoscale.backends.template import Template
 from autoscale.health import FailedStart, failed_by_itself, log_tail, reason_from
 from autoscale.leader import Leadership, lua
@@ -151,7 +152,7 @@ class LocalBackend(WorkerBackend):
                 continue
             p = LocalProc(name, rec["service"], int(rec.get("pid") or 0), bool(rec.get("standby")), rec.get("log", ""), float(rec.get("started_at", 0)),
                           gpus=rec.get("gpus", ""), start_by=float(rec.get("start_by") or 0), term=int(rec.get("term") or 0))
-            p.proc = _adoptable(p, now, self.find_grace)
+            p.proc = adoptable(p, now, self.find_grace)
             if rec.get("stopping"):  # its predecessor already told it to stop: it is on its way out, not starting
                 p.draining, p.stopping_at = True, time.monotonic()
             if p.proc is None and not (p.pid == 0 and p.start_by and now < p.started_at + self.find_grace):
@@ -203,7 +204,7 @@ class LocalBackend(WorkerBackend):
         except OSError as exc:
             self.r.hdel(keys.local_workers(), name)
             raise BackendError(f"{service}: cannot start worker {argv[0]!r}: {exc}") from None
-        p.pid, p.popen, p.proc = pid, popen, _process(pid)
+        p.pid, p.popen, p.proc = pid, popen, process(pid)
         with self._lock:
             self.procs[name] = p
             self._update(p)  # only if still there: a newer leader may have expired the entry meanwhile
@@ -322,7 +323,7 @@ class LocalBackend(WorkerBackend):
 
     def _resolve(self, p: LocalProc) -> bool:
         """A recorded spawn without a pid (its leader died around the fork): find it by name; False once given up."""
-        proc = _find_process(p.name)
+        proc = find_process(p.name)
         if proc is not None:
             p.pid, p.proc = proc.pid, proc
             self._update(p)
@@ -350,74 +351,6 @@ class LocalBackend(WorkerBackend):
             del self.procs[name]
         if gone:
             self.r.hdel(keys.local_workers(), *gone)
-
-
-def recorded_processes(r: redis.Redis) -> list[psutil.Process]:
-    """The live worker processes of this host recorded in Redis, with their descendants (user apps).
-
-    ``scalejob up`` kills these when the autoscaler did not stop them in time: workers run in
-    sessions of their own, so they are neither in its process group nor, once adopted, its children.
-    """
-    host, out = socket.gethostname(), []
-    for raw_name, raw in r.hgetall(keys.local_workers()).items():
-        rec, name = json.loads(raw), raw_name.decode()
-        pid = int(rec.get("pid") or 0)
-        proc = (_matching_process(pid, name) if pid else _find_process(name)) if rec.get("host") == host else None
-        if proc is not None:
-            try:
-                out += [proc, *proc.children(recursive=True)]
-            except psutil.Error:
-                pass
-    return out
-
-
-def _process(pid: int) -> psutil.Process | None:
-    try:
-        return psutil.Process(pid)
-    except psutil.Error:
-        return None
-
-
-def _matching_process(pid: int, name: str) -> psutil.Process | None:
-    """The live process ``pid`` if it is still the worker ``name`` (guards against pid reuse)."""
-    proc = _process(pid)
-    try:
-        if proc is None or proc.status() == psutil.STATUS_ZOMBIE or name not in " ".join(proc.cmdline()):
-            return None
-    except psutil.Error:
-        return None
-    return proc
-
-
-def _find_process(name: str) -> psutil.Process | None:
-    """The live worker process named ``name`` (its command line carries it), whatever its pid."""
-    for proc in psutil.process_iter(["cmdline"]):
-        try:
-            if name in " ".join(proc.info["cmdline"] or []) and proc.status() != psutil.STATUS_ZOMBIE:
-                return proc
-        except psutil.Error:
-            continue
-    return None
-
-
-def _adoptable(p: LocalProc, now: float, grace: float) -> psutil.Process | None:
-    """The process of a recorded worker, if it still runs.
-
-    A starting entry may name a child the template forked that has not set its title yet (its
-    command line is still the template's): a process with that pid created after the record was
-    written, while the spawn is young, is taken as the worker.
-    """
-    if not p.pid:
-        return _find_process(p.name)
-    proc = _matching_process(p.pid, p.name)
-    if proc is None and p.start_by and now < p.started_at + grace:
-        young = _process(p.pid)
-        try:
-            if young is not None and young.create_time() >= p.started_at - 1 and young.status() != psutil.STATUS_ZOMBIE:
-                return young
-        except psutil.Error:
-            return None
-    return proc
 
 
 def _signal(pid: int, sig: int) -> None:
