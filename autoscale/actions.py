@@ -102,6 +102,7 @@ class _Lane:
                     self.cond.notify_all()
                     self.cond.wait()
                 item, self.busy = self.items.popleft(), True
+            self.owner._open.wait(1.0)  # a tick is deciding: let it finish first (bounded: never stuck)
             self.owner._run(item)
 
 
@@ -120,6 +121,15 @@ class Actions:
 
     def __post_init__(self) -> None:
         self._spawns, self._control = _Lane("scalejob-spawn", self), _Lane("scalejob-control", self)
+        self._open = threading.Event()  # cleared while a tick runs: actions start when it ends (no CPU race with it)
+        self._open.set()
+
+    def pause(self) -> None:
+        """A tick begins: what it queues starts when it ends (:meth:`resume`), not in the middle of it."""
+        self._open.clear()
+
+    def resume(self) -> None:
+        self._open.set()
 
     # -- queueing (the decision loop) ------------------------------------------------------------
     def spawn(self, service: str, env: dict[str, str], start: Callable[[str, dict[str, str]], WorkerHandle]) -> str:

@@ -108,6 +108,13 @@ class Controller:
         """Observe all targets, decide and act on each; returns the decision entries."""
         now = time.time() if now is None else now
         self.actions.raise_if_fenced()  # an action of this term was refused off the loop: stand by, as inline
+        self.actions.pause()
+        try:
+            return self._tick(now)
+        finally:
+            self.actions.resume()
+
+    def _tick(self, now: float) -> list[dict[str, Any]]:
         self.pending = self.actions.resolve(self.pending)  # standby activated while its spawn was queued
         targets = self._with_leftovers(self.targets())
         seen: list[tuple[Target, float, list[WorkerHandle], Workers, int]] = []
