@@ -117,7 +117,10 @@ def local_rounds(w: World, kills: int) -> list[float]:
             [pid] = [x.pid for x in list_workers(w.r, spec.name) if x.name == holder]
             main = psutil.Process(pid)
             for p in [main, *main.children(recursive=True)]:  # the whole worker tree, as kill_tree does
-                p.kill()
+                try:
+                    p.kill()
+                except psutil.NoSuchProcess:
+                    pass
             killed = time.time()
             times.append(second_start(marks, token, 60) - killed)
             wait_for(lambda: (rec := records.get(w.r, rid)) and rec.done, 30, what="job end")
