@@ -73,7 +73,7 @@ def scalejob_rounds(w: World, kills: int) -> list[float]:
 
     spec = w.deploy_command_service("rec")
     marks = w.tmp / "marks"
-    marks.mkdir()
+    marks.mkdir(exist_ok=True)  # called once per lease TTL: tokens are unique
     workers = {n: w.scalejob_worker(spec.name, n) for n in (f"{spec.name}-{i}@bench" for i in range(2))}
     w.wait_scalejob_idle(spec.name, 2)
     times = []
@@ -91,6 +91,8 @@ def scalejob_rounds(w: World, kills: int) -> list[float]:
         name = f"{spec.name}-{i + 2}@bench"
         workers[name] = w.scalejob_worker(spec.name, name)
         w.wait_scalejob_idle(spec.name, 2)
+    for proc in workers.values():  # the next setup starts its own
+        w.stop(proc)
     return times
 
 
