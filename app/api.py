@@ -35,6 +35,10 @@ log = logging.getLogger("scalejob.api")
 async def _lifespan(_: FastAPI) -> AsyncIterator[None]:
     # long-poll gets, watches and SSE streams each hold a worker thread while they block on Redis
     anyio.to_thread.current_default_thread_limiter().total_tokens = 200
+    try:
+        await anyio.to_thread.run_sync(auth.migrate, state_redis())
+    except redis.RedisError as exc:  # Redis down at start: the API still starts and answers 503s
+        log.warning("token migration skipped, Redis unreachable: %s", exc)
     yield
 
 
@@ -136,11 +140,11 @@ def _admin(request: Request) -> None:
     api_queue.authorize(request.headers.get("authorization"), None)
 
 
-def public_spec(spec: ServiceSpec) -> dict[str, Any]:
-    """The spec as JSON with its token masked: tokens are never sent back."""
+def public_spec(r: redis.Redis, spec: ServiceSpec) -> dict[str, Any]:
+    """The spec as JSON with its token masked: tokens are never sent back, only that there is one."""
     data = json.loads(spec.to_json())
-    if data.get("metadata", {}).get("token"):
-        data["metadata"]["token"] = "***"
+    if spec.metadata.token or services.token(r, spec.name):
+        data.setdefault("metadata", {})["token"] = "***"
     return data
 
 
@@ -169,7 +173,7 @@ def stats(r: redis.Redis, name: str) -> dict[str, Any]:
 def list_services(request: Request) -> list[dict[str, Any]]:
     _admin(request)
     r = state_redis()
-    return [{"name": n, "spec": public_spec(s), "stats": stats(r, n), **_health(r, n)} for n, s in sorted(services.all_specs(r).items())]
+    return [{"name": n, "spec": public_spec(r, s), "stats": stats(r, n), **_health(r, n)} for n, s in sorted(services.all_specs(r).items())]
 
 
 def _health(r: redis.Redis, name: str) -> dict[str, Any]:
@@ -189,7 +193,7 @@ def _health(r: redis.Redis, name: str) -> dict[str, Any]:
 def get_service(name: str, request: Request) -> dict[str, Any]:
     _admin(request)
     spec = api_queue.load_spec(name)
-    return {"name": name, "spec": public_spec(spec), "stats": stats(state_redis(), name), **_health(state_redis(), name)}
+    return {"name": name, "spec": public_spec(state_redis(), spec), "stats": stats(state_redis(), name), **_health(state_redis(), name)}
 
 
 MAX_SPEC_BYTES = 1024 * 1024  # a spec is a few KB; refuse more without reading it
@@ -215,7 +219,7 @@ async def put_service(name: str, request: Request) -> dict[str, Any]:
     version = services.save(r, spec)
     api_queue.forget_spec(name)
     out: dict[str, Any] = {"name": name, "version": version}
-    if not spec.metadata.token and not auth.has_issued(r, name):
+    if not spec.metadata.token and not services.token(r, name) and not auth.has_issued(r, name):
         out["token"] = auth.issue(r, name)  # shown once; only its digest is kept
     return out
 

@@ -4,9 +4,10 @@ Accepted forms: ``Authorization: <token>`` (what ``eas_prediction`` sends) and
 ``Authorization: Bearer <token>``. Three kinds of token are honoured:
 
 - the admin token (``SCALEJOB_ADMIN_TOKEN``): every route, every service;
-- a service's ``metadata.token`` from its spec;
+- a service's ``metadata.token`` from its spec (stored apart from the spec, see app/services.py);
 - issued tokens (:func:`issue`): generated at deploy (printed once) or for a frontend, stored
-  only as ``sha256(token) -> {"service", "tenant"}`` under ``keys.tokens()``. A tenant bound to
+  only as ``sha256(token) -> {"service", "tenant"}`` under ``keys.tokens()`` (outside the key
+  prefix that workers' and the autoscaler's Redis ACL users are granted). A tenant bound to
   a token names who the requests belong to (many frontends sharing one backend service).
 
 Comparisons of secrets use :func:`hmac.compare_digest`; lookups go by digest, so a stored token
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 
 import redis
 
-from app import keys
+from app import keys, services
 from app.specs import ServiceSpec
 
 
@@ -61,6 +62,18 @@ def issue(r: redis.Redis, service: str, tenant: str | None = None) -> str:
     return token
 
 
+def migrate(r: redis.Redis) -> None:
+    """Move tokens kept where earlier releases kept them (``<prefix>:tokens``, inline in specs)
+    out of the key prefix; the API and ``scalejob up`` call it on start. Idempotent."""
+    legacy = r.hgetall(keys.legacy_tokens())
+    if legacy:
+        with r.pipeline() as p:
+            p.hset(keys.tokens(), mapping=legacy)
+            p.delete(keys.legacy_tokens())
+            p.execute()
+    services.migrate_tokens(r)
+
+
 def has_issued(r: redis.Redis, service: str) -> bool:
     return any(json.loads(v).get("service") == service for v in r.hvals(keys.tokens()))
 
@@ -84,11 +97,10 @@ def valid_anywhere(r: redis.Redis, header: str | None, admin_token: str) -> bool
         return True
     if r.hexists(keys.tokens(), digest(token)):
         return True
-    for raw in r.hvals(keys.services()):
-        own = (json.loads(raw).get("metadata") or {}).get("token")
-        if own and hmac.compare_digest(token.encode(), str(own).encode()):
-            return True
-    return False
+    found = False
+    for own in services.tokens(r):  # no early exit: the time taken does not tell which matched
+        found |= hmac.compare_digest(token.encode(), own.encode())
+    return found
 
 
 def authenticate(r: redis.Redis, header: str | None, admin_token: str, spec: ServiceSpec | None = None) -> Principal:
@@ -103,7 +115,7 @@ def authenticate(r: redis.Redis, header: str | None, admin_token: str, spec: Ser
         return Principal(admin=True)
     if spec is None:
         raise Unauthorized("this route needs the admin token")
-    own = spec.metadata.token
+    own = spec.metadata.token or services.token(r, spec.name)
     if own and hmac.compare_digest(token.encode(), own.encode()):
         return Principal(admin=False, service=spec.name)
     raw = r.hget(keys.tokens(), digest(token))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn, Optional
 
 import typer
@@ -141,6 +142,22 @@ def register(cli: typer.Typer, fail: Callable[[str], NoReturn], redis: Callable[
         except tenants.TenantError as exc:
             fail(exc.detail)
         typer.echo(auth.issue(r, service, tenant))
+
+    @cli.command("redis-acl")
+    def redis_acl(
+        secrets_dir: Path = typer.Option(..., "--dir", help="Directory of the roles' passwords (0600 files api, autoscaler, worker; made if missing)"),
+    ) -> None:
+        """Print a Redis ACL file with one user per role (api, autoscaler, worker), passwords hashed.
+
+        Each role gets only its keys: a worker's credential reads specs but cannot change them and
+        cannot read tokens. Give each process its own URL, e.g.
+        SCALEJOB_REDIS_URL=redis://scalejob-worker:$(cat DIR/worker)@redis:6379/0. See docs/security.md.
+
+        Example: scalejob redis-acl --dir /etc/scalejob/redis-users > users.acl
+        """
+        from app import acl
+
+        typer.echo(acl.aclfile(secrets_dir), nl=False)
 
     @cli.command("flower")
     def flower(

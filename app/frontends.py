@@ -49,8 +49,9 @@ class FrontEnds:
 
     def token(self, spec: ServiceSpec) -> str:
         """The spec's token, else one this stack issued (shown by ``up``'s banner)."""
-        if spec.metadata.token:
-            return spec.metadata.token
+        own = spec.metadata.token or services.token(self.r, spec.name)
+        if own:
+            return own
         if spec.name not in self.tokens:
             self.tokens[spec.name] = auth.issue(self.r, spec.name)
         return self.tokens[spec.name]

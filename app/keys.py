@@ -129,9 +129,25 @@ def frontend(service: str) -> str:
     return f"{_p()}:svc:{service}:frontend"  # string: {"state", "pid", "restarts", "last_failure", ...} JSON, with a TTL
 
 
+# Secrets live outside ``<prefix>:*`` on purpose: the Redis ACL users of workers and the
+# autoscaler (app/acl.py) are granted key patterns under ``<prefix>:``, and Redis ACLs have no
+# "all but" pattern, so a key under the prefix could never be kept from them.
+def _secrets() -> str:
+    return f"{_p()}-secrets"
+
+
 # app/auth.py — issued tokens, stored only as sha256 hex digests
 def tokens() -> str:
-    return f"{_p()}:tokens"  # hash sha256(token) -> {"service", "tenant"} JSON
+    return f"{_secrets()}:tokens"  # hash sha256(token) -> {"service", "tenant"} JSON
+
+
+def legacy_tokens() -> str:
+    return f"{_p()}:tokens"  # where tokens lived before they moved out of the prefix; migrated by app/auth.py
+
+
+# app/services.py — each service's own ``metadata.token``, kept apart from its spec (which workers read)
+def service_tokens() -> str:
+    return f"{_secrets()}:service-tokens"  # hash service name -> token (in clear: signatures need it)
 
 
 # benchmarks/ — timings written by the plain-Celery baseline tasks of one benchmark run

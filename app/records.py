@@ -216,6 +216,23 @@ def requeue_if_orphaned(r: redis.Redis, request_id: str) -> bool:
     return bool(r.eval(_REQUEUE, 3, keys.request(request_id), keys.request_lease(request_id), keys.running(), request_id))
 
 
+# A worker confirmed dead (its process and every command it started exited): drop its lease now,
+# compare-and-delete, so a lease another delivery took meanwhile is never touched.
+_REQUEUE_DEAD = """
+if redis.call('GET', KEYS[2]) == ARGV[2] then redis.call('DEL', KEYS[2]) end
+if redis.call('HGET', KEYS[3], ARGV[1]) == ARGV[2] then redis.call('HDEL', KEYS[3], ARGV[1]) end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+if redis.call('HGET', KEYS[1], 'state') ~= 'running' or redis.call('HGET', KEYS[1], 'worker') ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'queued', 'worker', '', 'progress', '0')
+return 1
+"""
+
+
+def requeue_of_dead(r: redis.Redis, request_id: str, worker: str) -> bool:
+    """Back to queued at once when ``worker`` (known dead) still holds it; True when the caller must re-enqueue."""
+    return bool(r.eval(_REQUEUE_DEAD, 3, keys.request(request_id), keys.request_lease(request_id), keys.running(), request_id, worker))
+
+
 def running_requests(r: redis.Redis) -> dict[str, str]:
     """Request id -> worker for every request some worker holds."""
     return {k.decode(): v.decode() for k, v in r.hgetall(keys.running()).items()}

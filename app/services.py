@@ -1,4 +1,10 @@
-"""The service registry: deployed specs in Redis (owner of ``keys.services``)."""
+"""The service registry: deployed specs in Redis (owner of ``keys.services`` and ``keys.service_tokens``).
+
+A spec's ``metadata.token`` is not stored with the spec: every worker and the autoscaler read
+specs, and a worker's Redis credential must not open other services (docs/security.md). The
+token goes to ``keys.service_tokens()``, outside the key prefix that their ACL users are granted;
+:func:`token` reads it back for the API.
+"""
 
 from __future__ import annotations
 
@@ -17,18 +23,59 @@ class UnknownService(LookupError):
 
 def save(r: redis.Redis, spec: ServiceSpec) -> int:
     """Register or replace a spec atomically; returns the service's new version number."""
+    stored = _without_token(spec)
     with r.pipeline() as p:
-        p.hset(keys.services(), spec.name, spec.to_json())
+        p.hset(keys.services(), spec.name, stored.to_json())
+        if spec.metadata.token:
+            p.hset(keys.service_tokens(), spec.name, spec.metadata.token)
+        else:
+            p.hdel(keys.service_tokens(), spec.name)
         p.incr(keys.service_version(spec.name))
-        _, version = p.execute()
+        *_, version = p.execute()
     return int(version)
 
 
+def _without_token(spec: ServiceSpec) -> ServiceSpec:
+    if not spec.metadata.token:
+        return spec
+    return spec.model_copy(update={"metadata": spec.metadata.model_copy(update={"token": None})})
+
+
 def get(r: redis.Redis, name: str) -> ServiceSpec:
+    """The stored spec (its ``metadata.token`` is always None: see :func:`token`)."""
     raw = r.hget(keys.services(), name)
     if raw is None:
         raise UnknownService(name)
-    return parse_spec(json.loads(raw))
+    return _without_token(parse_spec(json.loads(raw)))
+
+
+def token(r: redis.Redis, name: str) -> str | None:
+    """The service's own ``metadata.token`` (API processes only: workers' ACL users can't read it)."""
+    raw = r.hget(keys.service_tokens(), name)
+    return raw.decode() if raw else None
+
+
+def tokens(r: redis.Redis) -> list[str]:
+    """Every service's own token, to tell "a valid token" from "none" before naming anything."""
+    return [v.decode() for v in r.hvals(keys.service_tokens())]
+
+
+def migrate_tokens(r: redis.Redis) -> int:
+    """Move tokens that specs stored before this release kept inline into ``keys.service_tokens``.
+
+    Why: an upgraded deployment must not keep tokens where workers can read them. Idempotent;
+    returns how many specs it rewrote.
+    """
+    moved = 0
+    for name, raw in r.hgetall(keys.services()).items():
+        spec = parse_spec(json.loads(raw))
+        if spec.metadata.token:
+            with r.pipeline() as p:
+                p.hsetnx(keys.service_tokens(), spec.name, spec.metadata.token)
+                p.hset(keys.services(), name, _without_token(spec).to_json())
+                p.execute()
+            moved += 1
+    return moved
 
 
 def version(r: redis.Redis, name: str) -> int:
@@ -36,11 +83,15 @@ def version(r: redis.Redis, name: str) -> int:
 
 
 def all_specs(r: redis.Redis) -> dict[str, ServiceSpec]:
-    return {k.decode(): parse_spec(json.loads(v)) for k, v in r.hgetall(keys.services()).items()}
+    return {k.decode(): _without_token(parse_spec(json.loads(v))) for k, v in r.hgetall(keys.services()).items()}
 
 
 def delete(r: redis.Redis, name: str) -> bool:
-    return bool(r.hdel(keys.services(), name))
+    with r.pipeline() as p:
+        p.hdel(keys.services(), name)
+        p.hdel(keys.service_tokens(), name)
+        gone, _ = p.execute()
+    return bool(gone)
 
 
 # --- rolling updates: which changes need a worker restart --------------------------------------
@@ -105,6 +156,7 @@ def remove(r: redis.Redis, name: str) -> bool:
     after its running task."""
     with r.pipeline() as p:
         p.hdel(keys.services(), name)
+        p.hdel(keys.service_tokens(), name)
         p.delete(keys.service_deleting(name))
         p.delete(keys.service_health(name))  # autoscale/health.py: a new deploy of the name starts healthy
         gone, *_ = p.execute()

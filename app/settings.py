@@ -11,8 +11,11 @@ import functools
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+MIN_LEASE_TTL = 2.0  # s: below this one slow heartbeat (a loaded host, a GC pause) would already cost a running job
 
 
 class Settings(BaseSettings):
@@ -34,8 +37,9 @@ class Settings(BaseSettings):
     output_cap_bytes: int = Field(1 << 20, description="Per-request cap on a command's log output stored in Redis; past it lines are dropped and counted")
     stop_grace: float = Field(10.0, description="Seconds between SIGTERM and SIGKILL when a command is cancelled or over max_runtime")
 
-    heartbeat_interval: float = Field(1.0, description="Worker registry heartbeat period (s)")
-    heartbeat_ttl: float = Field(5.0, description="A worker whose heartbeat is older than this is dead")
+    heartbeat_ttl: float = Field(5.0, ge=MIN_LEASE_TTL, description="Lease TTL (s): a worker whose heartbeat is older than this is dead and its requests run again "
+                                 "(a local autoscaler's own workers are requeued at once when they exit; this bounds the rest)")
+    heartbeat_interval: float = Field(0.0, ge=0, description="Worker heartbeat and lease renewal period (s); 0 = derived: min(1, heartbeat_ttl / 4)")
     poll_interval: float = Field(0.5, description="Autoscaler tick (s)")
     autoscaler_lock_ttl: float = Field(3.0, description="Autoscaler leader lock TTL (s): a standby takes over this long after the leader dies")
     worker_start_timeout: float = Field(300.0, description="A worker the autoscaler spawned must register within this (init commands included), else it is killed and replaced")
@@ -46,6 +50,17 @@ class Settings(BaseSettings):
     sink_maxlen: int = Field(100_000, description="Approximate cap of each output queue (entries)")
     watch_reclaim_s: float = Field(30.0, gt=0, description="Watch: an entry pending this long on a consumer that is gone goes to another watcher of its group")
     key_prefix: str = Field("scalejob", description="Prefix of every Redis key scalejob owns")
+
+
+    @model_validator(mode="after")
+    def _heartbeat_keeps_up(self) -> Settings:
+        """Derive the heartbeat from the TTL, or refuse one too slow to renew a lease before it expires."""
+        if not self.heartbeat_interval:
+            self.heartbeat_interval = min(1.0, self.heartbeat_ttl / 4)
+        elif self.heartbeat_interval > self.heartbeat_ttl / 3:
+            raise ValueError(f"SCALEJOB_HEARTBEAT_INTERVAL ({self.heartbeat_interval:g} s) must be at most a third of SCALEJOB_HEARTBEAT_TTL "
+                             f"({self.heartbeat_ttl:g} s), so a lease is renewed at least twice before it can expire; leave it unset to derive it")
+        return self
 
 
 @functools.lru_cache(maxsize=1)

@@ -118,7 +118,7 @@ def service_detail(r: redis.Redis, name: str, spec: ServiceSpec) -> dict[str, An
 
     return {
         "name": name,
-        "spec": public_spec(spec),
+        "spec": public_spec(r, spec),
         "autoscaler": spec.autoscaler.model_dump(),
         "task_types": spec.allowed_task_types(),
         "row": service_row(r, name, spec),

@@ -2,7 +2,9 @@
 
 A tick runs every ``settings.poll_interval`` (0.5 s) and at once when a put is announced on
 ``keys.enqueue_channel()``, so a task arriving at zero workers starts one without waiting for the
-poll. Only the leader (``autoscale/leader.py``) acts; a second instance waits as a hot standby
+poll. Spawns, stops, drains and control calls are queued to :mod:`autoscale.actions` and carried
+out off the loop, so a tick that forks costs what one that does not. Only the leader
+(``autoscale/leader.py``) acts; a second instance waits as a hot standby
 and, when it takes over, first adopts the running workers of the old one.
 
 What is scaled is a list of :class:`Target` read every tick: the deployed scalejob services
@@ -25,7 +27,8 @@ from app import keys, tenants
 from app.services import spec_hash
 from app.specs import parse_spec
 from autoscale import durations, history
-from autoscale.backends.base import BackendError, WorkerBackend, WorkerHandle
+from autoscale.actions import Actions, is_placeholder, with_queued
+from autoscale.backends.base import WorkerBackend, WorkerHandle
 from autoscale.crashloop import CrashLoops
 from autoscale.leader import Fenced, Leadership
 from autoscale.metrics.broker import BrokerDepth
@@ -92,18 +95,36 @@ class Controller:
     _recovered_at: float = 0.0
     crashloops: CrashLoops | None = None  # crash-loop backoff (autoscale/crashloop.py); built on first tick
     starts: durations.StartTimes = field(default_factory=durations.StartTimes)  # measured worker start times (wait-target mode)
+    requeue_dead: Callable[[str, str], object] | None = None  # (worker, service): requeue a confirmed-dead worker's requests (workers/recovery.py)
+    actions: Actions = field(default_factory=Actions)  # spawns/stops/drains, carried out off the loop (autoscale/actions.py)
+    _poke: threading.Event = field(default_factory=threading.Event)  # wakes the loop before its next poll (a worker died)
+
+    def __post_init__(self) -> None:
+        self.actions.term = lambda: self.backend.fence.term if self.backend.fence is not None else 0
+        if hasattr(self.backend, "on_exit"):
+            self.backend.on_exit = self.worker_exited
 
     # -- one tick ----------------------------------------------------------------------------
     def tick(self, now: float | None = None) -> list[dict[str, Any]]:
         """Observe all targets, decide and act on each; returns the decision entries."""
         now = time.time() if now is None else now
+        self.actions.raise_if_fenced()  # an action of this term was refused off the loop: stand by, as inline
+        self.actions.pause()
+        try:
+            return self._tick(now)
+        finally:
+            self.actions.resume()
+
+    def _tick(self, now: float) -> list[dict[str, Any]]:
+        self.pending = self.actions.resolve(self.pending)  # standby activated while its spawn was queued
         targets = self._with_leftovers(self.targets())
         seen: list[tuple[Target, float, list[WorkerHandle], Workers, int]] = []
         for t in targets:
             t0 = time.perf_counter()
             try:
+                queued = self.actions.pending_spawns(t.service)  # read before list(): a spawn ending in between is seen once at least
                 handles = self.backend.list(t.service)
-                workers = self.observer.observe(t.service, handles, self.pending)
+                workers = with_queued(self.observer.observe(t.service, handles, self.pending), queued, handles, self.pending)
                 seen.append((t, t0, handles, workers, sum(self.depth.waiting(q) for q in t.queues)))
             except redis.RedisError:
                 raise
@@ -143,7 +164,7 @@ class Controller:
             self.crashloops.states.pop(t.service, None)
         hold, notes = self.crashloops.observe(t.service, t.spec_hash, self.backend, bool(workers.seen), now)
         decision, self.states[t.service] = decide(obs, state, t.cfg, now)
-        actions = notes + self.act(t, decision, replace(workers, views=views), handles, snap, hold)
+        actions = notes + self.actions.take_notes(t.service) + self.act(t, decision, replace(workers, views=views), handles, snap, hold)
         self._roll(t, decision, everyone, handles, rolling, actions)
         entry = {
             "at": now,
@@ -165,7 +186,7 @@ class Controller:
         views, owned, actions = workers.by_name(), {h.name: h for h in handles}, []
         self._check_starts(workers, handles, actions)
         self._finish_drains(t, workers, owned, actions)
-        victims = set(d.victims)
+        victims = {n for n in d.victims if not is_placeholder(n)}  # a queued spawn is stopped once it exists
         if not workers.complete:  # a worker did not answer (still starting): its tasks are not in the load yet
             victims = {n for n in victims if views[n].state == "standby" or not views[n].healthy}
         for name in [v for v in d.victims if v in victims]:
@@ -191,8 +212,7 @@ class Controller:
         owned = {h.name: h for h in handles}
         for name in outdated(workers, t.spec_hash, ("standby",)) if t.spec_hash else []:
             if name in owned and not owned[name].meta.get("stopping"):
-                self.backend.stop(owned[name])
-                actions.append(f"stop {name} (standby, spec changed)")
+                self._do(f"stop {name}", self.backend.stop, owned[name], actions, f"stop {name} (standby, spec changed)")
         if rolling is None:
             return
         if not self.rollout.ready_to_drain(t.service, workers, d.desired):
@@ -215,8 +235,7 @@ class Controller:
             if h.name in workers.seen:
                 self.backend.started(h)
             elif now > start_by:
-                self.backend.abandon(h)
-                actions.append(f"reap {h.name} (never registered)")
+                self._do(f"reap {h.name}", self.backend.abandon, h, actions, f"reap {h.name} (never registered)")
 
     def _finish_drains(self, t: Target, workers: Workers, owned: dict[str, WorkerHandle], actions: list[str]) -> None:
         """Warm-shutdown the draining workers whose task has ended (or that never had one).
@@ -233,33 +252,27 @@ class Controller:
                 continue
             h = owned.get(v.name)
             if h is not None and not h.meta.get("stopping"):
-                self.backend.stop(h)
-                actions.append(f"stop {v.name}")
+                self._do(f"stop {v.name}", self.backend.stop, h, actions)
             elif h is None and v.name not in sent:
-                self.control.shutdown(v.name)
+                self._do(f"shutdown {v.name}", self.control.shutdown, v.name, actions)
                 sent.add(v.name)
-                actions.append(f"shutdown {v.name}")
 
     def _drain(self, t: Target, v: Any, h: WorkerHandle | None, workers: Workers, actions: list[str]) -> None:
         self.pending.discard(v.name)
         if v.state == "draining":
             return
         if h is not None and (v.state == "standby" or v.name not in workers.seen):
-            self.backend.stop(h)  # never consumed the service queue (or not started yet): stop now
-            actions.append(f"stop {v.name} ({v.state})")
+            # never consumed the service queue (or not started yet): stop now
+            self._do(f"stop {v.name}", self.backend.stop, h, actions, f"stop {v.name} ({v.state})")
             return
-        if h is not None:
-            self.backend.drain(h)
-            if v.state == "idle" and v.name not in workers.busy:
-                self.observer.mark(v.name, "draining")
-                self.backend.stop(h)  # no task: warm shutdown now (one that raced in still finishes)
-                actions += [f"drain {v.name} (idle)", f"stop {v.name}"]
-                return
-        else:
-            for q in t.queues:
-                self.control.cancel_consumer(q, v.name)
-        self.observer.mark(v.name, "draining")
-        actions.append(f"drain {v.name} ({v.state})")
+        self.observer.mark(v.name, "draining")  # at once: the next tick must not pick it again
+        if h is None:
+            self._do(f"cancel {v.name}", lambda n: [self.control.cancel_consumer(q, n) for q in t.queues], v.name, actions, f"drain {v.name} ({v.state})")
+            return
+        idle = v.state == "idle" and v.name not in workers.busy
+        self._do(f"drain {v.name}", self.backend.drain, h, actions, f"drain {v.name} ({'idle' if idle else v.state})")
+        if idle:  # no task: warm shutdown now (one that raced in still finishes)
+            self._do(f"stop {v.name}", self.backend.stop, h, actions)
 
     def _activate(self, t: Target, name: str, workers: Workers, actions: list[str]) -> bool:
         """Turn a standby worker into a consumer; a not-yet-ready one is activated when it is."""
@@ -269,10 +282,8 @@ class Controller:
                 actions.append(f"activate {name} (when ready)")
             return True
         self.pending.discard(name)
-        for q in t.queues:
-            self.control.add_consumer(q, name)
         self.observer.mark(name, "idle")
-        actions.append(f"activate {name}")
+        self._do(f"activate {name}", lambda n: [self.control.add_consumer(q, n) for q in t.queues], name, actions)
         return True
 
     def _spawn(self, t: Target, n: int, env: dict[str, str], snap: Any, actions: list[str]) -> None:
@@ -282,13 +293,27 @@ class Controller:
         if snap is not None and t.cfg.gpu_per_worker > 0:
             envs = snap.place(n, t.cfg.gpu_per_worker)
         for extra in envs:
-            try:
-                h = self.backend.spawn(t.service, {**env, **extra})
-            except BackendError as exc:
-                log.error("%s", exc)
-                actions.append(f"spawn-failed {t.service}")
-                return
-            actions.append(f"spawn {h.name}" + (" (standby)" if env else ""))
+            token = self.actions.spawn(t.service, {**env, **extra}, self.backend.spawn)
+            actions.append(f"spawn {token}" + (" (standby)" if env else ""))
+
+    def _do(self, key: str, fn: Callable[[Any], object], arg: Any, actions: list[str], text: str | None = None) -> None:
+        """Queue ``fn(arg)`` off the loop; the action is written to the decision only when queued now (not twice)."""
+        if self.actions.do(key, lambda: fn(arg)):
+            actions.append(text or key)
+
+    def worker_exited(self, name: str, service: str) -> None:
+        """The backend saw worker ``name`` and every process it started end: requeue what it held, now.
+
+        Called from the backend's exit watcher thread, not the loop: the requeue is safe without
+        the leader lock (it releases only leases still held by that dead worker) and waiting for
+        the next tick would add up to a poll interval. The loop is woken to replace the worker.
+        """
+        try:
+            if self.requeue_dead is not None:
+                self.requeue_dead(name, service)
+        except Exception:  # noqa: BLE001 - the lease TTL still recovers it
+            log.exception("%s: cannot requeue its requests now; the lease TTL will", name)
+        self._poke.set()
 
     # -- helpers -----------------------------------------------------------------------------
     def _with_estimates(self, t: Target, obs: Observation, handles: list[WorkerHandle], workers: Workers, now: float) -> Observation:
@@ -336,6 +361,7 @@ class Controller:
                     if leadership.hold():
                         if not leading:
                             log.info("autoscaler %s is the leader", leadership.me)
+                            self.actions.reset()
                             self.states.clear()
                             on_lead()
                             leading = True
@@ -343,25 +369,30 @@ class Controller:
                         self._maybe_recover()
                     elif leading:
                         log.warning("autoscaler %s lost the leader lock to %s; standing by", leadership.me, leadership.holder())
+                        self.actions.reset()
                         leading = False
                 except Fenced as exc:  # our term ended mid-tick: a newer leader acts; we stand by
                     log.warning("autoscaler %s: %s; standing by", leadership.me, exc)
+                    self.actions.reset()
                     leading = False
                 except redis.RedisError as exc:
                     log.warning("autoscaler tick: Redis error: %s", exc)
                 except Exception:  # noqa: BLE001 - the loop outlives any single bad tick
                     log.exception("autoscaler tick failed")
                 until = started + self.poll_interval
-                _wait(pubsub, stop, until if self.wake_at is None or not leading else min(until, self.wake_at))
+                _wait(pubsub, stop, until if self.wake_at is None or not leading else min(until, self.wake_at), self._poke)
         finally:
+            self.actions.reset()  # queued work is dropped; what runs now finishes (the backend refuses spawns once it stops all)
+            self.actions.settle(timeout=10.0)
             pubsub.close()
 
 
-def _wait(pubsub: Any, stop: threading.Event, until: float) -> None:
-    """Sleep until ``until`` or the first enqueue announcement, whichever comes first."""
+def _wait(pubsub: Any, stop: threading.Event, until: float, poke: threading.Event) -> None:
+    """Sleep until ``until``, the first enqueue announcement or a ``poke``, whichever comes first."""
     while not stop.is_set():
         left = until - time.monotonic()
-        if left <= 0:
+        if left <= 0 or poke.is_set():
+            poke.clear()
             return
         try:
             if pubsub.get_message(timeout=min(left, 0.25)) is not None:

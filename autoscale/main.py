@@ -113,6 +113,7 @@ def scalejob_autoscaler(settings: Settings, fork: bool = True) -> Autoscaler:
         r, backend, BrokerDepth(endpoints().broker_url), observer, control, ScalejobTargets(r),
         poll_interval=settings.poll_interval, decisions_kept=settings.decisions_kept, gpu=_gpu_monitor(),
         recover=_recovery(r, f"autoscaler-{os.getpid()}@{socket.gethostname()}"), recover_every=settings.heartbeat_interval,
+        requeue_dead=_requeue_dead(r),
     )
     return Autoscaler(controller, backend, leadership)
 
@@ -167,6 +168,14 @@ def _recovery(r: redis.Redis, me: str) -> Any:
             recovery.recover_once(r, send)
 
     return recover
+
+
+def _requeue_dead(r: redis.Redis) -> Any:
+    """Requeue a local worker's requests the moment it is confirmed dead (workers/recovery.py)."""
+    from workers import recovery
+
+    send = recovery.celery_sender()
+    return lambda worker, service: recovery.requeue_dead(r, worker, service, send)
 
 
 def _gpu_monitor() -> Any:

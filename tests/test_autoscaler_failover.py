@@ -60,9 +60,14 @@ def leader(stack: Stack, start_timeout: float = 60.0) -> Any:
 
 
 def tick(scaler: Any) -> list[dict[str, Any]]:
-    """One loop turn of the leader, as ``Controller.run`` does it: renew the lock, then tick."""
+    """One loop turn of the leader, as ``Controller.run`` does it: renew the lock, then tick.
+
+    The tick only queues its spawns and stops (autoscale/actions.py); waiting for them here
+    lets each test look at the processes the turn left, as the next turn would."""
     assert scaler.leadership.hold()
-    return scaler.controller.tick()
+    entries = scaler.controller.tick()
+    assert scaler.controller.actions.settle(30), "the tick's actions did not finish"
+    return entries
 
 
 def die(scaler: Any, stack: Stack) -> None:

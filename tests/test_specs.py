@@ -238,7 +238,7 @@ def test_deploy_prints_the_token_it_made_or_how_to_get_one(stack) -> None:  # no
     first = subprocess.run(python_argv("-m", "app.cli", "deploy", str(path)), env={**stack.env, "COLUMNS": "300"}, capture_output=True, text=True, timeout=60)
     assert first.returncode == 0, first.stderr
     token = first.stdout.split("token ")[1].split()[0]
-    assert auth.digest(token).encode() in stack.r.hkeys(f"{stack.prefix}:tokens")  # a real token of the service
+    assert auth.digest(token).encode() in stack.r.hkeys(auth.keys.tokens())  # a real token of the service (stored outside the key prefix)
     again = subprocess.run(python_argv("-m", "app.cli", "deploy", str(path)), env={**stack.env, "COLUMNS": "300"}, capture_output=True, text=True, timeout=60)
     assert f"scalejob token create {name}" in again.stdout, again.stdout
 

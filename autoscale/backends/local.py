@@ -17,6 +17,12 @@ whose term is over cannot fork at all. A spawn that never registers is reaped by
 (:meth:`LocalBackend.abandon`) at ``start_by``; one whose process never appeared is forgotten
 after ``find_grace`` seconds.
 
+Each worker's exit is watched (``exits.py``: a pidfd per process): once it and every command it
+started are gone, ``on_exit(name, service)`` is called at once, so the controller requeues its
+requests without waiting for their leases to expire. The controller calls :meth:`spawn`,
+:meth:`stop` and :meth:`drain` from its action threads while its loop calls :meth:`list`: the
+process table is guarded by a lock that is never held across a fork.
+
 Stopping is always a warm shutdown first (SIGTERM to the worker's main process: Celery waits for
 the running task); SIGKILL to the group only after ``force_after`` seconds and only if the worker
 holds no task (``is_busy``), so a long task that slipped in during scale-in still finishes.
@@ -32,6 +38,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -43,6 +50,8 @@ import redis
 
 from app import keys
 from autoscale.backends.base import BackendError, WorkerBackend, WorkerHandle
+from autoscale.backends.exits import ExitWatcher, OnExit
+from autoscale.backends.procs import adoptable, find_process, process, recorded_processes  # noqa: F401 - recorded_processes: app/up.py
 from autoscale.backends.template import Template
 from autoscale.health import FailedStart, failed_by_itself, log_tail, reason_from
 from autoscale.leader import Leadership, lua
@@ -124,10 +133,18 @@ class LocalBackend(WorkerBackend):
     find_grace: float = 10.0  # a recorded spawn whose process never appeared is forgotten after this
     procs: dict[str, LocalProc] = field(default_factory=dict)
     failed: list[FailedStart] = field(default_factory=list)  # failed starts not yet taken by the controller
+    on_exit: OnExit | None = None  # (name, service): a worker and all it started exited (set by the controller)
+    closed: bool = False  # stop_all() began: no more spawns
+    _lock: threading.RLock = field(default_factory=threading.RLock)
+    _exits: ExitWatcher | None = None
 
     # -- adoption ---------------------------------------------------------------------------
     def adopt(self) -> list[str]:
         """Take over the live workers (and recorded, still starting spawns) a previous autoscaler on this host left."""
+        with self._lock:
+            return self._adopt()
+
+    def _adopt(self) -> list[str]:
         host, adopted, dead, now = socket.gethostname(), [], [], time.time()
         for raw_name, raw in self.r.hgetall(keys.local_workers()).items():
             name, rec = raw_name.decode(), json.loads(raw)
@@ -135,7 +152,7 @@ class LocalBackend(WorkerBackend):
                 continue
             p = LocalProc(name, rec["service"], int(rec.get("pid") or 0), bool(rec.get("standby")), rec.get("log", ""), float(rec.get("started_at", 0)),
                           gpus=rec.get("gpus", ""), start_by=float(rec.get("start_by") or 0), term=int(rec.get("term") or 0))
-            p.proc = _adoptable(p, now, self.find_grace)
+            p.proc = adoptable(p, now, self.find_grace)
             if rec.get("stopping"):  # its predecessor already told it to stop: it is on its way out, not starting
                 p.draining, p.stopping_at = True, time.monotonic()
             if p.proc is None and not (p.pid == 0 and p.start_by and now < p.started_at + self.find_grace):
@@ -143,6 +160,7 @@ class LocalBackend(WorkerBackend):
                 continue
             p.pid = p.proc.pid if p.proc else 0
             self.procs[name] = p
+            self._watch(p)
             adopted.append(name)
         if dead:
             self.r.hdel(keys.local_workers(), *dead)
@@ -152,15 +170,19 @@ class LocalBackend(WorkerBackend):
 
     # -- WorkerBackend ----------------------------------------------------------------------
     def list(self, service: str) -> list[WorkerHandle]:
-        self._reap()
-        return [p.handle() for p in self.procs.values() if p.service == service]
+        with self._lock:
+            self._reap()
+            return [p.handle() for p in self.procs.values() if p.service == service]
 
     def services(self) -> set[str]:
         """Services that have processes here (including ones no longer deployed)."""
-        self._reap()
-        return {p.service for p in self.procs.values()}
+        with self._lock:
+            self._reap()
+            return {p.service for p in self.procs.values()}
 
     def spawn(self, service: str, env: dict[str, str]) -> WorkerHandle:
+        if self.closed:
+            raise BackendError(f"{service}: not started: the autoscaler is stopping its workers")
         env = dict(env)
         standby = env.pop("SCALEJOB_STANDBY", "") not in ("", "0")
         name = f"{service}-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
@@ -182,23 +204,32 @@ class LocalBackend(WorkerBackend):
         except OSError as exc:
             self.r.hdel(keys.local_workers(), name)
             raise BackendError(f"{service}: cannot start worker {argv[0]!r}: {exc}") from None
-        p.pid, p.popen, p.proc = pid, popen, _process(pid)
-        self.procs[name] = p
-        self._update(p)  # only if still there: a newer leader may have expired the entry meanwhile
+        p.pid, p.popen, p.proc = pid, popen, process(pid)
+        with self._lock:
+            self.procs[name] = p
+            self._update(p)  # only if still there: a newer leader may have expired the entry meanwhile
+            self._watch(p)
+            if self.closed:  # stop_all() began while it forked: it waits for this one too
+                self.stop(p.handle())
         log.info("started worker %s (pid %d%s), log %s", name, p.pid, ", standby" if standby else "", log_path)
         return p.handle()
 
     def drain(self, handle: WorkerHandle) -> None:
-        p = self.procs.get(handle.name)
-        if p is not None:
-            if p.draining:
-                return
-            self.check_fence(f"drain {handle.name}")
-            p.draining = True
+        with self._lock:
+            p = self.procs.get(handle.name)
+            if p is not None:
+                if p.draining:
+                    return
+                self.check_fence(f"drain {handle.name}")
+                p.draining = True
         if self.cancel_consumer is not None:
             self.cancel_consumer(handle.service, handle.name)
 
     def stop(self, handle: WorkerHandle) -> None:
+        with self._lock:
+            self._stop(handle)
+
+    def _stop(self, handle: WorkerHandle) -> None:
         p = self.procs.get(handle.name)
         if p is None or p.stopping_at is not None:
             return
@@ -219,13 +250,18 @@ class LocalBackend(WorkerBackend):
 
     def started(self, handle: WorkerHandle) -> None:
         """The worker registered: it is no longer a spawn that may be reaped for not starting."""
-        p = self.procs.get(handle.name)
-        if p is not None and p.start_by:
-            p.start_by = 0.0
-            self._update(p)
+        with self._lock:
+            p = self.procs.get(handle.name)
+            if p is not None and p.start_by:
+                p.start_by = 0.0
+                self._update(p)
 
     def abandon(self, handle: WorkerHandle) -> None:
         """A spawn that never registered by ``start_by``: kill it (it cannot hold a task) and drop its record."""
+        with self._lock:
+            self._abandon(handle)
+
+    def _abandon(self, handle: WorkerHandle) -> None:
         p = self.procs.get(handle.name)
         if p is None:
             return
@@ -241,16 +277,20 @@ class LocalBackend(WorkerBackend):
         """Warm-shutdown every worker and wait up to ``timeout`` s (None: until they exit).
 
         Unfenced: this runs as the autoscaler exits, after it gave the lock back on purpose."""
-        self.fence = None
-        for p in list(self.procs.values()):
-            self.stop(p.handle())
+        with self._lock:
+            self.fence, self.closed = None, True
+            for p in list(self.procs.values()):
+                self._stop(p.handle())
         deadline = None if timeout is None else time.monotonic() + timeout
         while self.procs and (deadline is None or time.monotonic() < deadline):
-            self._reap()
+            with self._lock:
+                self._reap()
             time.sleep(0.1)
         return not self.procs
 
     def close(self) -> None:
+        if self._exits is not None:
+            self._exits.close()
         if self.template is not None:
             self.template.close()
 
@@ -262,6 +302,18 @@ class LocalBackend(WorkerBackend):
         else:
             self.r.hset(keys.local_workers(), name, value)
 
+    def _watch(self, p: LocalProc) -> None:
+        """Report the exit of ``p`` (and of what it started) the moment it happens, once its pid is known."""
+        if self.on_exit is None or not p.pid:
+            return
+        if self._exits is None:
+            self._exits = ExitWatcher(lambda name, service: self.on_exit and self.on_exit(name, service))
+        try:
+            created = p.proc.create_time() if p.proc is not None else None
+        except psutil.Error:
+            created = None
+        self._exits.watch(p.name, p.service, p.pid, created)
+
     def _update(self, p: LocalProc) -> None:
         self.r.eval(lua("hset_if_present"), 1, keys.local_workers(), p.name, p.record())
 
@@ -271,10 +323,11 @@ class LocalBackend(WorkerBackend):
 
     def _resolve(self, p: LocalProc) -> bool:
         """A recorded spawn without a pid (its leader died around the fork): find it by name; False once given up."""
-        proc = _find_process(p.name)
+        proc = find_process(p.name)
         if proc is not None:
             p.pid, p.proc = proc.pid, proc
             self._update(p)
+            self._watch(p)
             return True
         return time.time() < p.started_at + self.find_grace
 
@@ -298,74 +351,6 @@ class LocalBackend(WorkerBackend):
             del self.procs[name]
         if gone:
             self.r.hdel(keys.local_workers(), *gone)
-
-
-def recorded_processes(r: redis.Redis) -> list[psutil.Process]:
-    """The live worker processes of this host recorded in Redis, with their descendants (user apps).
-
-    ``scalejob up`` kills these when the autoscaler did not stop them in time: workers run in
-    sessions of their own, so they are neither in its process group nor, once adopted, its children.
-    """
-    host, out = socket.gethostname(), []
-    for raw_name, raw in r.hgetall(keys.local_workers()).items():
-        rec, name = json.loads(raw), raw_name.decode()
-        pid = int(rec.get("pid") or 0)
-        proc = (_matching_process(pid, name) if pid else _find_process(name)) if rec.get("host") == host else None
-        if proc is not None:
-            try:
-                out += [proc, *proc.children(recursive=True)]
-            except psutil.Error:
-                pass
-    return out
-
-
-def _process(pid: int) -> psutil.Process | None:
-    try:
-        return psutil.Process(pid)
-    except psutil.Error:
-        return None
-
-
-def _matching_process(pid: int, name: str) -> psutil.Process | None:
-    """The live process ``pid`` if it is still the worker ``name`` (guards against pid reuse)."""
-    proc = _process(pid)
-    try:
-        if proc is None or proc.status() == psutil.STATUS_ZOMBIE or name not in " ".join(proc.cmdline()):
-            return None
-    except psutil.Error:
-        return None
-    return proc
-
-
-def _find_process(name: str) -> psutil.Process | None:
-    """The live worker process named ``name`` (its command line carries it), whatever its pid."""
-    for proc in psutil.process_iter(["cmdline"]):
-        try:
-            if name in " ".join(proc.info["cmdline"] or []) and proc.status() != psutil.STATUS_ZOMBIE:
-                return proc
-        except psutil.Error:
-            continue
-    return None
-
-
-def _adoptable(p: LocalProc, now: float, grace: float) -> psutil.Process | None:
-    """The process of a recorded worker, if it still runs.
-
-    A starting entry may name a child the template forked that has not set its title yet (its
-    command line is still the template's): a process with that pid created after the record was
-    written, while the spawn is young, is taken as the worker.
-    """
-    if not p.pid:
-        return _find_process(p.name)
-    proc = _matching_process(p.pid, p.name)
-    if proc is None and p.start_by and now < p.started_at + grace:
-        young = _process(p.pid)
-        try:
-            if young is not None and young.create_time() >= p.started_at - 1 and young.status() != psutil.STATUS_ZOMBIE:
-                return young
-        except psutil.Error:
-            return None
-    return proc
 
 
 def _signal(pid: int, sig: int) -> None:

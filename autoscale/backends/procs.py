@@ -1,0 +1,88 @@
+"""Finding a local worker's process: by pid (guarded against reuse), by its name, or for adoption.
+
+Why by name: a worker's command line carries ``--name NAME`` (its title when forked from the
+template), so a process whose pid was never recorded (its autoscaler died around the fork) or
+whose pid was reused is still told apart. Split from ``local.py``, which uses these.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from typing import TYPE_CHECKING
+
+import psutil
+import redis
+
+from app import keys
+
+if TYPE_CHECKING:  # pragma: no cover
+    from autoscale.backends.local import LocalProc
+
+
+def recorded_processes(r: redis.Redis) -> list[psutil.Process]:
+    """The live worker processes of this host recorded in Redis, with their descendants (user apps).
+
+    ``scalejob up`` kills these when the autoscaler did not stop them in time: workers run in
+    sessions of their own, so they are neither in its process group nor, once adopted, its children.
+    """
+    host, out = socket.gethostname(), []
+    for raw_name, raw in r.hgetall(keys.local_workers()).items():
+        rec, name = json.loads(raw), raw_name.decode()
+        pid = int(rec.get("pid") or 0)
+        proc = (matching_process(pid, name) if pid else find_process(name)) if rec.get("host") == host else None
+        if proc is not None:
+            try:
+                out += [proc, *proc.children(recursive=True)]
+            except psutil.Error:
+                pass
+    return out
+
+
+def process(pid: int) -> psutil.Process | None:
+    try:
+        return psutil.Process(pid)
+    except psutil.Error:
+        return None
+
+
+def matching_process(pid: int, name: str) -> psutil.Process | None:
+    """The live process ``pid`` if it is still the worker ``name`` (guards against pid reuse)."""
+    proc = process(pid)
+    try:
+        if proc is None or proc.status() == psutil.STATUS_ZOMBIE or name not in " ".join(proc.cmdline()):
+            return None
+    except psutil.Error:
+        return None
+    return proc
+
+
+def find_process(name: str) -> psutil.Process | None:
+    """The live worker process named ``name`` (its command line carries it), whatever its pid."""
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if name in " ".join(proc.info["cmdline"] or []) and proc.status() != psutil.STATUS_ZOMBIE:
+                return proc
+        except psutil.Error:
+            continue
+    return None
+
+
+def adoptable(p: LocalProc, now: float, grace: float) -> psutil.Process | None:
+    """The process of a recorded worker, if it still runs.
+
+    A starting entry may name a child the template forked that has not set its title yet (its
+    command line is still the template's): a process with that pid created after the record was
+    written, while the spawn is young, is taken as the worker.
+    """
+    if not p.pid:
+        return find_process(p.name)
+    proc = matching_process(p.pid, p.name)
+    if proc is None and p.start_by and now < p.started_at + grace:
+        young = process(p.pid)
+        try:
+            if young is not None and young.create_time() >= p.started_at - 1 and young.status() != psutil.STATUS_ZOMBIE:
+                return young
+        except psutil.Error:
+            return None
+    return proc
