@@ -146,11 +146,29 @@ class Behavior(_Strict):
 
 
 class Strategies(_Strict):
-    avg_waiting_length: float = Field(2, gt=0, description="Target load (waiting + running) per instance")
+    """One sizing rule: a fixed load per instance (EAS, the default) or a wait-time target."""
+
+    avg_waiting_length: float | None = Field(
+        None, gt=0, description="Target load (waiting + running) per instance; 2 unless target_wait_seconds is set",
+        json_schema_extra={"default": 2},
+    )
+    target_wait_seconds: float | None = Field(
+        None, gt=0, description="Target wait (s) of the last waiting task, sized from observed run times and worker start time; "
+        "instead of avg_waiting_length",
+    )
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> Strategies:
+        """Why one or the other: both would mean two answers to how many workers; say so instead of picking one."""
+        if self.target_wait_seconds is not None and self.avg_waiting_length is not None:
+            raise ValueError("set either avg_waiting_length or target_wait_seconds, not both")
+        if self.target_wait_seconds is None and self.avg_waiting_length is None:
+            self.avg_waiting_length = 2.0
+        return self
 
 
 class Autoscaler(_Strict):
-    """Queue-depth autoscaling: desired = ceil(load / avg_waiting_length) within [min, max]."""
+    """Queue-depth autoscaling: desired = ceil(load / avg_waiting_length) within [min, max], or sized to target_wait_seconds."""
 
     min: int = Field(1, ge=0, description="Fewest instances (0 = scale to zero)")
     max: int = Field(10, ge=1, description="Most instances")

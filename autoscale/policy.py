@@ -6,10 +6,14 @@ rules table-testable and lets ``scalejob simulate`` replay a trace through exact
 
 Semantics (DESIGN.md, Autoscaling semantics), applied in this order:
 
-1. load = waiting + running; raw = ceil(load / avg_waiting_length).
+1. load = waiting + running; raw = ceil(load / avg_waiting_length), or, with
+   ``target_wait_seconds``, the fewest workers that start every waiting task within the target
+   given the observed run times and worker start time (:mod:`autoscale.target_wait`).
 2. clamp raw to [min, max].
 3. stabilisation (as Kubernetes' HPA does it): scale-up follows the current recommendation at
-   once; scale-down goes no lower than the highest recommendation within the window.
+   once; scale-down goes no lower than the highest recommendation within the window (with a
+   wait target, the window is at least the worker start time: an idle worker is kept as long
+   as a new one would take to start, the break-even of keeping against restarting).
 4. to zero only after ``scale_down_grace`` seconds of continuous zero load (min 0 only);
    meanwhile one worker stays.
 5. optional per-tick rate limits on the step up / down.
@@ -23,8 +27,12 @@ import math
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from autoscale.target_wait import PRIOR_START, Pool, RunTimes, workers_for_target
+
 if TYPE_CHECKING:  # pragma: no cover
     from app.specs import ServiceSpec
+
+__all__ = ["AutoscalerConfig", "Decision", "Observation", "PolicyState", "RunTimes", "WorkerView", "choose_victims", "decide"]
 
 CONSUMING = ("starting", "idle", "busy")  # states that take (or are about to take) tasks
 
@@ -48,6 +56,8 @@ class Observation:
     running: int
     workers: tuple[WorkerView, ...]
     free_gpus: int | None = None  # None = no GPU info / not a GPU service
+    run_times: RunTimes | None = None  # recent run times of the service's tasks (wait-target mode)
+    start_seconds: float | None = None  # how long a new worker takes to take its first task; None = not measured
 
 
 @dataclass(frozen=True)
@@ -57,6 +67,7 @@ class AutoscalerConfig:
     min: int = 1
     max: int = 10
     avg_waiting_length: float = 2
+    target_wait_seconds: float | None = None  # strategies.target_wait_seconds: replaces avg_waiting_length
     scale_down_grace: float = 60  # behavior.onZero.scaleDownGracePeriodSeconds
     stabilization: float = 1  # behavior.scaleDown.stabilizationWindowSeconds
     scale_up_step: int | None = None  # behavior.scaleUp.maxStepPerTick
@@ -66,19 +77,10 @@ class AutoscalerConfig:
 
     @classmethod
     def from_spec(cls, spec: ServiceSpec) -> AutoscalerConfig:
-        a = spec.autoscaler
-        b = a.behavior
-        return cls(
-            min=a.min,
-            max=a.max,
-            avg_waiting_length=a.strategies.avg_waiting_length,
-            scale_down_grace=b.onZero.scaleDownGracePeriodSeconds,
-            stabilization=b.scaleDown.stabilizationWindowSeconds,
-            scale_up_step=b.scaleUp.maxStepPerTick,
-            scale_down_step=b.scaleDown.maxStepPerTick,
-            warm_standby=b.warmStandby,
-            gpu_per_worker=spec.metadata.gpu,
-        )
+        """The config of a parsed spec (:func:`autoscale.config.from_spec`; kept here for callers)."""
+        from autoscale.config import from_spec
+
+        return from_spec(spec)
 
 
 @dataclass(frozen=True)
@@ -138,14 +140,30 @@ def choose_victims(workers: tuple[WorkerView, ...], n: int) -> tuple[str, ...]:
     return tuple(w.name for w in candidates[:n])
 
 
-def _recommend(obs: Observation, cfg: AutoscalerConfig) -> tuple[int, int, str, str | None]:
+def _pool(obs: Observation, current: int, now: float) -> Pool:
+    """The consuming workers for the wait-target rule; from the counts alone when no views are given."""
+    views = [w for w in obs.workers if w.healthy and w.state in CONSUMING]
+    if not obs.workers:
+        return Pool(busy_ages=(0.0,) * obs.running, idle=max(current - obs.running, 0), starting=0)
+    ages = tuple(max(now - w.busy_since, 0.0) if w.busy_since is not None else 0.0 for w in views if w.state == "busy")
+    return Pool(ages, sum(1 for w in views if w.state == "idle"), sum(1 for w in views if w.state == "starting"))
+
+
+def _start(obs: Observation) -> float:
+    return obs.start_seconds if obs.start_seconds is not None else PRIOR_START
+
+
+def _recommend(obs: Observation, cfg: AutoscalerConfig, current: int = 0, now: float = 0.0) -> tuple[int, int, str, str | None]:
     """raw and clamped recommendation, the reason text so far and the clamp rule if one bound."""
     load = obs.waiting + obs.running
-    raw = math.ceil(load / cfg.avg_waiting_length) if load > 0 else 0
-    reason = (
-        f"load {load} (waiting {obs.waiting} + running {obs.running}) / avg_waiting_length "
-        f"{_fmt(cfg.avg_waiting_length)} -> {raw}"
-    )
+    if cfg.target_wait_seconds is not None:
+        raw, reason = workers_for_target(obs.waiting, _pool(obs, current, now), obs.run_times, _start(obs), cfg.target_wait_seconds)
+    else:
+        raw = math.ceil(load / cfg.avg_waiting_length) if load > 0 else 0
+        reason = (
+            f"load {load} (waiting {obs.waiting} + running {obs.running}) / avg_waiting_length "
+            f"{_fmt(cfg.avg_waiting_length)} -> {raw}"
+        )
     if raw > cfg.max:
         return raw, cfg.max, reason + f"; clamped to max {cfg.max}", "clamp_max"
     if raw < cfg.min:
@@ -164,10 +182,11 @@ def _gpu_capacity(obs: Observation, cfg: AutoscalerConfig) -> int | None:
 def decide(obs: Observation, state: PolicyState, cfg: AutoscalerConfig, now: float) -> tuple[Decision, PolicyState]:
     """Desired consuming and standby workers for one service at ``now``, why, and who to drain."""
     load = obs.waiting + obs.running
-    raw, rec, reason, rule = _recommend(obs, cfg)
     current = state.current
+    raw, rec, reason, rule = _recommend(obs, cfg, current, now)
+    span = _window(obs, cfg)
 
-    window = tuple((t, d) for t, d in state.history if t > now - cfg.stabilization) + ((now, rec),)
+    window = tuple((t, d) for t, d in state.history if t > now - span) + ((now, rec),)
     window_max = max(d for _, d in window)
     zero_since = (state.zero_since if state.zero_since is not None else now) if load == 0 else None
 
@@ -178,14 +197,14 @@ def decide(obs: Observation, state: PolicyState, cfg: AutoscalerConfig, now: flo
     elif window_max < current:
         new = window_max
         if window_max > rec:
-            reason += f"; highest in the {_fmt(cfg.stabilization)} s stabilization window is {window_max}"
+            reason += f"; highest in the {_fmt(span)} s stabilization window is {window_max}"
             rule = "stabilization"
         else:
             rule = rule or "scale_down"
     else:
         new = current
         if window_max > rec:
-            reason += f"; highest in the {_fmt(cfg.stabilization)} s stabilization window is {window_max}"
+            reason += f"; highest in the {_fmt(span)} s stabilization window is {window_max}"
             rule = "stabilization"
         else:
             rule = rule or "hold"
@@ -229,6 +248,11 @@ def decide(obs: Observation, state: PolicyState, cfg: AutoscalerConfig, now: flo
     reason += f" => desired {new}"
     decision = Decision(desired=new, standby=standby, reason=reason, rule=rule, victims=victims, activate=activate)
     return decision, replace(state, history=window, zero_since=zero_since, current=new)
+
+
+def _window(obs: Observation, cfg: AutoscalerConfig) -> float:
+    """The scale-down window: the spec's, and with a wait target at least one worker start time."""
+    return max(cfg.stabilization, _start(obs)) if cfg.target_wait_seconds is not None else cfg.stabilization
 
 
 def _plan(workers: tuple[WorkerView, ...], desired: int, standby: int) -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -62,6 +62,11 @@ MALFORMED: list[tuple[dict[str, Any] | Any, str]] = [
     (spec(autoscaler={"strategies": {"avg_waiting_lenght": 2}}), "autoscaler.strategies.avg_waiting_lenght: unknown key; did you mean avg_waiting_length?"),
     (spec(autoscaler={"strategies": {"avg_waiting_length": 0}}), "autoscaler.strategies.avg_waiting_length: expected a number > 0"),
     (
+        spec(autoscaler={"strategies": {"avg_waiting_length": 2, "target_wait_seconds": 60}}),
+        "autoscaler.strategies: set either avg_waiting_length or target_wait_seconds, not both",
+    ),
+    (spec(autoscaler={"strategies": {"target_wait_seconds": 0}}), "autoscaler.strategies.target_wait_seconds: expected a number > 0"),
+    (
         spec(autoscaler={"behavior": {"onZero": {"scaleDownGracePeriod": 5}}}),
         "autoscaler.behavior.onZero.scaleDownGracePeriod: unknown key; did you mean scaleDownGracePeriodSeconds?",
     ),
