@@ -149,12 +149,12 @@ def _policy_name(target: Target) -> str:
 
 def predict(row: Row, target: Target, trace: list[tuple[float, float]], opts: Options) -> None:
     """The simulator on the same compressed trace, policy config and measured worker start time."""
-    from autoscale.policy import AutoscalerConfig
-    from autoscale.simulate import ScalejobPolicy, simulate
     from app.specs import parse_spec
+    from autoscale.config import from_spec
+    from autoscale.simulate import ScalejobPolicy, simulate
 
     assert target.spec_cfg is not None
-    cfg = AutoscalerConfig.from_spec(parse_spec({"metadata": {"name": "replay-sim"}, "autoscaler": target.spec_cfg}))
+    cfg = from_spec(parse_spec({"metadata": {"name": "replay-sim"}, "autoscaler": target.spec_cfg}))
     start = row.worker_start_s if row.worker_start_s is not None else 0.6
     sim = simulate(trace, ScalejobPolicy(cfg, period=TICK_S), start_time=start, tail=opts.settle_cap)
     row.predicted_worker_seconds = round(sim.worker_seconds, 2)
