@@ -258,23 +258,27 @@ def simulate(
     min: Optional[int] = typer.Option(None, "--min", help="autoscaler.min (default: spec or 0)"),  # noqa: A002
     max: Optional[int] = typer.Option(None, "--max", help="autoscaler.max (default: spec or 10)"),  # noqa: A002
     avg_waiting_length: Optional[float] = typer.Option(None, help="strategies.avg_waiting_length"),
+    target_wait: Optional[float] = typer.Option(None, "--target-wait", help="strategies.target_wait_seconds (instead of avg_waiting_length)"),
     grace: Optional[float] = typer.Option(None, help="behavior.onZero.scaleDownGracePeriodSeconds"),
     window: Optional[float] = typer.Option(None, help="behavior.scaleDown.stabilizationWindowSeconds"),
     warm_standby: Optional[int] = typer.Option(None, help="behavior.warmStandby"),
     start_time: float = typer.Option(0.6, help="Seconds from spawning a worker to its first task"),
     poll: float = typer.Option(0.5, help="scalejob's tick (s); an enqueue also wakes it"),
-    compare: bool = typer.Option(True, help="Also run the KEDA-default and HPA-default policies"),
+    compare: bool = typer.Option(True, help="Also run KEDA (its defaults: listLength 5) and an HPA with the same target"),
+    redelivery: float = typer.Option(3600.0, help="Seconds until a task cut by Kubernetes is back in the queue (Celery on Redis: visibility_timeout)"),
     png: Optional[Path] = typer.Option(None, help="Write a timeline PNG (load, workers, decisions)"),
+    as_json: bool = typer.Option(False, "--json", help="Print the rows as one JSON list (policy, worker_seconds, wait_p50, wait_p95, wait_max, spawns, cut)"),
 ) -> None:
     """Replay an arrival trace through the autoscaling policy: cost, waits, scale events.
 
-    Example: scalejob simulate benchmarks/traces/bursty.csv --min 0 --max 20 --png sim.png
+    Example: scalejob simulate benchmarks/traces/bursty.csv --spec svc.json --json
     """
     from autoscale.simulate import run_cli
 
-    overrides = {"min": min, "max": max, "avg_waiting_length": avg_waiting_length, "scale_down_grace": grace, "stabilization": window, "warm_standby": warm_standby}
+    overrides = {"min": min, "max": max, "avg_waiting_length": avg_waiting_length, "target_wait_seconds": target_wait,
+                 "scale_down_grace": grace, "stabilization": window, "warm_standby": warm_standby}
     try:
-        run_cli(console, trace, spec, overrides, start_time=start_time, poll=poll, with_references=compare, png=png)
+        run_cli(console, trace, spec, overrides, start_time=start_time, poll=poll, with_references=compare, png=png, as_json=as_json, redelivery=redelivery)
     except (OSError, ValueError, SpecError) as exc:
         fail(str(exc))
 

@@ -104,3 +104,14 @@ def workers_for_target(waiting: int, pool: Pool, run: RunTimes | None, start: fl
         + f" -> {n}"
     )
     return n, why
+
+
+RUN_TIMES_KEPT = 50  # recent finished tasks the estimate is made of (autoscale/durations.py keeps as many)
+
+
+def summarize(samples: list[float]) -> RunTimes | None:
+    """The figures of recent run times (the controller and the simulator both call this)."""
+    if not samples:
+        return None
+    xs = sorted(samples)
+    return RunTimes(mean=sum(xs) / len(xs), p90=xs[min(int(0.9 * len(xs)), len(xs) - 1)], count=len(xs))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -65,10 +66,34 @@ def test_kubernetes_scale_down_cuts_busy_pods_but_scalejob_drains() -> None:
 def test_bursty_trace_comparison() -> None:
     results = compare(load_trace(BURSTY), AutoscalerConfig(min=0, max=20))
     ours, keda, hpa = results
-    assert [r.policy for r in results] == ["scalejob", "KEDA defaults", "HPA defaults"]
+    assert [r.policy for r in results] == ["scalejob avg_waiting_length 2", "KEDA listLength 5 (defaults)", "HPA target 2"]
     assert len(ours.waits) == len(keda.waits) == len(hpa.waits) == len(load_trace(BURSTY))
     assert ours.worker_seconds < keda.worker_seconds and ours.worker_seconds < hpa.worker_seconds
     assert ours.p95 < keda.p95 and ours.p95 < hpa.p95
+    for r in results:
+        assert 0 < r.busy_seconds <= r.worker_seconds
+
+
+def test_a_cut_task_comes_back_after_the_redelivery_delay() -> None:
+    long = [(0.0, 400.0)] * 3
+    burst = [(0.1, 1.0)] * 20
+    cfg = AutoscalerConfig(min=0, max=8)
+    fast = simulate(long + burst, hpa_policy(cfg), grace=30, redelivery=0.0)
+    slow = simulate(long + burst, hpa_policy(cfg), grace=30, redelivery=3600.0)
+    assert fast.interrupted == slow.interrupted >= 1
+    assert max(fast.waits) < 600 < 300 + 3600 < max(slow.waits)  # cut after the 300 s window; back at once, or an hour later
+    assert len(slow.waits) == len(long + burst)
+
+
+def test_target_mode_uses_the_observed_run_times() -> None:
+    """Same queue, tasks 100x longer: the ratio rule asks the same count, the target rule many more."""
+    short = [(i * 0.01, 1.0) for i in range(5)] + [(300 + i * 0.01, 1.0) for i in range(40)]  # the first five teach the run time
+    long = [(a, d * 100) for a, d in short]
+    cfg = AutoscalerConfig(min=0, max=40, target_wait_seconds=30)
+    r_short = simulate(short, ScalejobPolicy(cfg), start_time=0.6)
+    r_long = simulate(long, ScalejobPolicy(cfg), start_time=0.6)
+    assert r_short.spawns < 10 < 40 < r_long.spawns
+    assert r_short.p95 <= 30 and r_long.p95 <= 30
 
 
 def test_load_trace(tmp_path: Path) -> None:
@@ -97,11 +122,23 @@ def test_plot_writes_a_png(tmp_path: Path) -> None:
 
 def test_cli_prints_the_table_and_writes_the_timeline(tmp_path: Path) -> None:
     png = tmp_path / "sim.png"
-    res = CliRunner().invoke(cli, ["simulate", str(BURSTY), "--max", "20", "--png", str(png)])
+    res = CliRunner().invoke(cli, ["simulate", str(BURSTY), "--max", "20", "--png", str(png)], env={"COLUMNS": "160"})
     assert res.exit_code == 0, res.output
-    for name in ("scalejob", "KEDA defaults", "HPA defaults", "worker-s", "wait p95"):
+    for name in ("scalejob", "KEDA listLength 5 (defaults)", "HPA target 2", "worker-s", "wait p95"):
         assert name in res.output
     assert png.stat().st_size > 10_000
+
+
+def test_cli_json_rows_from_a_spec_with_a_wait_target(tmp_path: Path) -> None:
+    spec = tmp_path / "svc.json"
+    spec.write_text(json.dumps({"metadata": {"name": "svc"}, "autoscaler": {"min": 0, "max": 20, "strategies": {"target_wait_seconds": 60}}}))
+    res = CliRunner().invoke(cli, ["simulate", str(BURSTY), "--spec", str(spec), "--json", "--start-time", "20"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.output)
+    assert [r["policy"] for r in rows] == ["scalejob target 60 s", "KEDA listLength 5 (defaults)", "HPA target 2"]
+    for r in rows:
+        assert {"policy", "worker_seconds", "wait_p50", "wait_p95", "wait_max", "spawns", "cut"} <= r.keys()
+        assert r["tasks"] == len(load_trace(BURSTY)) and r["start_time"] == 20
 
 
 def test_cli_bad_input_is_one_line(tmp_path: Path) -> None:
@@ -109,3 +146,5 @@ def test_cli_bad_input_is_one_line(tmp_path: Path) -> None:
     assert res.exit_code == 1 and "nope.csv: no such file" in " ".join(res.output.split())
     res = CliRunner().invoke(cli, ["simulate", str(BURSTY), "--min", "5", "--max", "2"])
     assert res.exit_code == 1 and "bad autoscaler config" in " ".join(res.output.split())
+    res = CliRunner().invoke(cli, ["simulate", str(BURSTY), "--avg-waiting-length", "2", "--target-wait", "30"])
+    assert res.exit_code == 1 and "either avg_waiting_length or target_wait_seconds" in " ".join(res.output.split())
