@@ -28,10 +28,11 @@ import argparse
 import json
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from autoscale.simulate import ScalejobPolicy, load_trace, simulate
 from benchmarks.common import DEFAULT_REDIS, World, markdown_table, percentile, world
 from benchmarks.replay_stack import Target, autoscaler_block, celery_worker, feed, ran_counts, scalejob_up
 
@@ -75,6 +76,7 @@ class Row:
     predicted_worker_seconds: float | None = None
     predicted_wait_p95: float | None = None
     diff_pct: float | None = None  # (measured - predicted) / predicted
+    predicted_without_run_times: float | None = None  # wait-target rows: the simulator with the policy not told run times
     timeline: list[tuple[float, int, int]] = field(default_factory=list)  # (t, workers alive, tasks waiting)
 
 
@@ -151,15 +153,25 @@ def predict(row: Row, target: Target, trace: list[tuple[float, float]], opts: Op
     """The simulator on the same compressed trace, policy config and measured worker start time."""
     from app.specs import parse_spec
     from autoscale.config import from_spec
-    from autoscale.simulate import ScalejobPolicy, simulate
 
     assert target.spec_cfg is not None
     cfg = from_spec(parse_spec({"metadata": {"name": "replay-sim"}, "autoscaler": target.spec_cfg}))
     start = row.worker_start_s if row.worker_start_s is not None else 0.6
     sim = simulate(trace, ScalejobPolicy(cfg, period=TICK_S), start_time=start, tail=opts.settle_cap)
+    if cfg.target_wait_seconds is not None:
+        blind = simulate(trace, _NoRunTimes(cfg, period=TICK_S), start_time=start, tail=opts.settle_cap)
+        row.predicted_without_run_times = round(blind.worker_seconds, 2)
     row.predicted_worker_seconds = round(sim.worker_seconds, 2)
     row.predicted_wait_p95 = round(sim.p95, 3)
     row.diff_pct = round(100 * (row.worker_seconds - sim.worker_seconds) / sim.worker_seconds, 1) if sim.worker_seconds else None
+
+
+class _NoRunTimes(ScalejobPolicy):
+    """The policy as a controller that feeds it neither run times nor a measured worker start:
+    run beside the full simulation, it tells whether a wait-target row's gap is that."""
+
+    def decide(self, obs: Any, now: float) -> Any:
+        return super().decide(replace(obs, run_times=None, start_seconds=None), now)
 
 
 def target_supported() -> bool:
@@ -212,7 +224,8 @@ def table(rows: list[Row]) -> str:
     fixed = next((r.worker_seconds for r in rows if r.row == "fixed"), None)
     body = [[r.policy, f"{r.worker_seconds:,.1f}", f"{r.worker_seconds / fixed:.2f}" if fixed else "-", r.wait_p50, r.wait_p95, r.wait_max,
              r.lost, r.ran_twice, r.workers_started, "-" if r.worker_start_s is None else f"{r.worker_start_s:.2f}",
-             "-" if r.predicted_worker_seconds is None else f"{r.predicted_worker_seconds:,.1f}",
+             "-" if r.predicted_worker_seconds is None else f"{r.predicted_worker_seconds:,.1f}"
+             + ("" if r.predicted_without_run_times is None else f" ({r.predicted_without_run_times:,.1f} without run times)"),
              "-" if r.diff_pct is None else f"{r.diff_pct:+.1f}%"] for r in rows]
     return markdown_table(head, body)
 
@@ -260,7 +273,7 @@ def main() -> None:
     opts = Options(max_workers=args.max, avg_waiting_length=args.avg_waiting_length,
                    target_wait=args.target_wait if args.target_wait is not None else round(60 / c, 3),
                    grace=args.grace if args.grace is not None else round(60 / c, 3))
-    trace = compress(_load(args.trace), c, args.head)
+    trace = compress(load_trace(args.trace), c, args.head)
     work = sum(d for _, d in trace)
     print(f"trace {args.trace} compressed {c:g}x: {len(trace)} tasks over {trace[-1][0]:.0f} s, {work:,.0f} task-seconds; {opts}", flush=True)
     rows = run(trace, [x for x in args.rows.split(",") if x], opts, args.redis)
@@ -272,12 +285,6 @@ def main() -> None:
     if args.json:
         Path(args.json).write_text(json.dumps(doc, indent=1))
     print("@@JSON " + json.dumps({**doc, "rows": [{k: v for k, v in asdict(r).items() if k != "timeline"} for r in rows]}))
-
-
-def _load(path: str) -> list[tuple[float, float]]:
-    from autoscale.simulate import load_trace
-
-    return load_trace(path)
 
 
 if __name__ == "__main__":
