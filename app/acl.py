@@ -57,6 +57,7 @@ def worker_keys() -> tuple[list[str], list[str]]:
         _star(keys.sink_seq),
         _star(keys.input_stream),  # requeues after a lost worker re-put through app/inqueue.py
         _star(keys.input_seq),
+        _star(keys.run_times),  # the finish script records the run time (autoscale/durations.py)
     ]
     ro = [keys.services(), _star(keys.service_version), _star(keys.service_deleting), _star(keys.service_health),
           _star(keys.service_tenants)]
