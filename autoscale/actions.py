@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 
 from autoscale.backends.base import BackendError, WorkerHandle
 from autoscale.leader import Fenced
-from autoscale.metrics.registry import Workers, merge
+from autoscale.metrics.registry import GpuHolder, Workers, merge
 
 log = logging.getLogger(__name__)
 
@@ -252,15 +252,5 @@ def with_queued(workers: Workers, queued: list[PendingSpawn], handles: list[Work
     extra = [p.handle() for p in queued if p.name is None or p.name not in listed]
     if not extra:
         return workers
-    holders = tuple(_Holder(h.name, 0, h.meta["gpus"]) for h in extra)
+    holders = tuple(GpuHolder(h.name, 0, h.meta["gpus"]) for h in extra)
     return replace(workers, views=merge(workers.views, extra, activating), infos=workers.infos + holders)
-
-
-@dataclass(frozen=True)
-class _Holder:
-    """A queued spawn as GPU accounting sees it (the devices it was placed on)."""
-
-    name: str
-    pid: int
-    gpus: str
-    host: str = ""

@@ -34,7 +34,7 @@ from autoscale.leader import Fenced, Leadership
 from autoscale.metrics.broker import BrokerDepth
 from autoscale.metrics.registry import Workers
 from autoscale.rolling import Rollout, outdated
-from autoscale.policy import CONSUMING, AutoscalerConfig, Decision, Observation, PolicyState, decide
+from autoscale.policy import CONSUMING, AutoscalerConfig, Decision, Observation, PolicyState, decide, fresh_state
 from autoscale.scalein import Control
 
 log = logging.getLogger(__name__)
@@ -158,7 +158,7 @@ class Controller:
 
             views, free_gpus = with_gpu(views, snap), snap.free_gpus()
         obs = self._with_estimates(t, Observation(waiting=waiting, running=workers.running, workers=views, free_gpus=free_gpus), handles, workers, now)
-        state = self.states.get(t.service) or _fresh_state(views, now)
+        state = self.states.get(t.service) or fresh_state(views, now)
         if t.service not in self.states or self.crashloops is None:  # first tick of a leader term: reload stored health
             self.crashloops = self.crashloops or CrashLoops(self.r)
             self.crashloops.states.pop(t.service, None)
@@ -169,7 +169,7 @@ class Controller:
         entry = {
             "at": now,
             "service": t.service,
-            "inputs": {"waiting": waiting, "running": workers.running, "workers": _by_state(views), "free_gpus": free_gpus},
+            "inputs": {"waiting": waiting, "running": workers.running, "workers": history.by_state(views), "free_gpus": free_gpus},
             "desired": decision.desired,
             "standby": decision.standby,
             "reason": decision.reason + (f"; crash-loop backoff: next start in {hold:.0f}s" if hold > 0 else ""),
@@ -317,11 +317,7 @@ class Controller:
 
     # -- helpers -----------------------------------------------------------------------------
     def _with_estimates(self, t: Target, obs: Observation, handles: list[WorkerHandle], workers: Workers, now: float) -> Observation:
-        """Add the run-time and start-time figures a wait target plans with (autoscale/durations.py).
-
-        Only for a service with a wait target: the ratio rule needs neither, and its tick stays one
-        Redis read cheaper.
-        """
+        """Add the run times and start time a wait target plans with (the ratio rule needs neither)."""
         if t.cfg.target_wait_seconds is None:
             return obs
         start = self.starts.observe(t.service, handles, set(workers.seen), now)
@@ -399,22 +395,3 @@ def _wait(pubsub: Any, stop: threading.Event, until: float, poke: threading.Even
                 return
         except redis.RedisError:
             time.sleep(min(left, 0.25))
-
-
-def _fresh_state(views: tuple[Any, ...], now: float) -> PolicyState:
-    """The policy state of a leader that has none (it just took over): keep the adopted size.
-
-    Why seed the stabilization window too: without it a new leader that adopts workers in the
-    gap between two tasks scales them in at once and spawns again a tick later (churn, and a
-    drained worker still finishing its task beside the replacement).
-    """
-    current = sum(1 for v in views if v.state in CONSUMING)
-    return PolicyState(history=((now, current),), current=current)
-
-
-def _by_state(views: Any) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for v in views:
-        out[v.state] = out.get(v.state, 0) + 1
-    return out
-

@@ -104,3 +104,11 @@ def _metrics(service: str, entry: dict[str, Any]) -> None:
     for action in entry["actions"]:
         ACTIONS.labels(service, action.split(" ", 1)[0]).inc()
     TICK.labels(service).observe(entry["duration_ms"] / 1000)
+
+
+def by_state(views: Any) -> dict[str, int]:
+    """Workers per state, as a decision's inputs record them."""
+    out: dict[str, int] = {}
+    for v in views:
+        out[v.state] = out.get(v.state, 0) + 1
+    return out

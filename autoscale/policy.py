@@ -275,3 +275,14 @@ def _plan(workers: tuple[WorkerView, ...], desired: int, standby: int) -> tuple[
     left = tuple(w for w in spare if w.name not in activate)
     victims = unhealthy + choose_victims(consuming, len(consuming) - desired) + choose_victims(left, len(left) - standby)
     return victims, activate
+
+
+def fresh_state(views: tuple[WorkerView, ...], now: float) -> PolicyState:
+    """The policy state of a leader that has none (it just took over): keep the adopted size.
+
+    Why seed the stabilization window too: without it a new leader that adopts workers in the
+    gap between two tasks scales them in at once and spawns again a tick later (churn, and a
+    drained worker still finishing its task beside the replacement).
+    """
+    current = sum(1 for v in views if v.state in CONSUMING)
+    return PolicyState(history=((now, current),), current=current)

@@ -44,8 +44,8 @@ class Workers:
 
 
 @dataclass(frozen=True)
-class _Starting:
-    """A spawned, not yet registered worker as GPU mapping sees it (it may hold devices already)."""
+class GpuHolder:
+    """A worker as GPU mapping sees it: spawned or queued, not yet registered, it may hold devices already."""
 
     name: str
     pid: int
@@ -127,8 +127,8 @@ class RegistryObserver:
         running = sum(len(w.running) for w in infos)
         busy = frozenset(first_task)
         started_with = {h.name: h.meta.get("gpus", "") for h in handles}
-        gpu_holders = tuple(_Starting(w.name, w.pid, w.gpus or started_with.get(w.name, ""), w.host) for w in infos)
-        gpu_holders += tuple(_Starting(h.name, h.pid or 0, started_with[h.name]) for h in handles if h.name not in {w.name for w in infos})
+        gpu_holders = tuple(GpuHolder(w.name, w.pid, w.gpus or started_with.get(w.name, ""), w.host) for w in infos)
+        gpu_holders += tuple(GpuHolder(h.name, h.pid or 0, started_with[h.name]) for h in handles if h.name not in {w.name for w in infos})
         hashes = {w.name: w.spec_hash for w in infos}
         return Workers(running, merge(views, handles, set(pending_activation)), busy, frozenset(w.name for w in infos), gpu_holders, hashes=hashes)
 

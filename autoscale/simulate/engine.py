@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import heapq
 import itertools
-import math
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
