@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from autoscale.simulate import ScalejobPolicy, load_trace, simulate
-from benchmarks.common import DEFAULT_REDIS, World, markdown_table, percentile, world
+from benchmarks.common import DEFAULT_REDIS, markdown_table, percentile, world
 from benchmarks.replay_stack import Target, autoscaler_block, celery_worker, feed, ran_counts, scalejob_up
 
 ROOT = Path(__file__).resolve().parents[1]
