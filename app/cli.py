@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -48,8 +47,8 @@ def _redis():  # noqa: ANN202
 @cli.command()
 def worker(
     service: str = typer.Argument(..., help="Service whose queue this instance consumes"),
-    spec: Optional[Path] = typer.Option(None, help="Deploy this spec file first"),
-    name: Optional[str] = typer.Option(None, help="Worker name (default: SERVICE-<random>@host)"),
+    spec: Path | None = typer.Option(None, help="Deploy this spec file first"),
+    name: str | None = typer.Option(None, help="Worker name (default: SERVICE-<random>@host)"),
     standby: bool = typer.Option(False, help="Start initialised but not consuming (warm standby)"),
     loglevel: str = typer.Option("INFO"),
 ) -> None:
@@ -94,7 +93,7 @@ def submit(
     data: str = typer.Argument(..., help="Payload, or @file to read it from a file"),
     task_type: str = typer.Option("command", "--type", help="command or query"),
     follow: bool = typer.Option(True, help="Wait for the result and stream logs"),
-    timeout: Optional[float] = typer.Option(None, help="Seconds to wait when following (default: until done, while something runs to take it)"),
+    timeout: float | None = typer.Option(None, help="Seconds to wait when following (default: until done, while something runs to take it)"),
 ) -> None:
     """Put one task on SERVICE's queue (and follow it to its result).
 
@@ -151,8 +150,8 @@ def demo() -> None:
 
 @cli.command()
 def api(
-    host: Optional[str] = typer.Option(None, help="Bind address (default: SCALEJOB_API_HOST, 127.0.0.1)"),
-    port: Optional[int] = typer.Option(None, help="Port (default: SCALEJOB_API_PORT, 8000)"),
+    host: str | None = typer.Option(None, help="Bind address (default: SCALEJOB_API_HOST, 127.0.0.1)"),
+    port: int | None = typer.Option(None, help="Port (default: SCALEJOB_API_PORT, 8000)"),
     log_level: str = typer.Option("info", help="uvicorn log level"),
     workers: int = typer.Option(1, help="uvicorn worker processes (one per core for the highest put rate)"),
 ) -> None:
@@ -179,18 +178,18 @@ _register_run(cli, fail, _redis)
 
 @cli.command()
 def autoscale(
-    celery_app: Optional[str] = typer.Option(None, "--celery-app", help="Scale a plain Celery project instead: module:app"),
-    queue: Optional[str] = typer.Option(None, help="With --celery-app: the queue to scale on"),
-    worker_cmd: Optional[str] = typer.Option(None, "--worker-cmd", help="With --celery-app: the worker command (scalejob adds -n NAME)"),
+    celery_app: str | None = typer.Option(None, "--celery-app", help="Scale a plain Celery project instead: module:app"),
+    queue: str | None = typer.Option(None, help="With --celery-app: the queue to scale on"),
+    worker_cmd: str | None = typer.Option(None, "--worker-cmd", help="With --celery-app: the worker command (scalejob adds -n NAME)"),
     min_workers: int = typer.Option(0, "--min", help="With --celery-app: fewest workers"),
     max_workers: int = typer.Option(8, "--max", help="With --celery-app: most workers"),
     avg_waiting_length: float = typer.Option(2.0, "--avg-waiting-length", help="With --celery-app: tasks per worker"),
     grace: float = typer.Option(60.0, help="With --celery-app: seconds of zero load before scaling to zero"),
     stabilization: float = typer.Option(1.0, help="With --celery-app: scale-down stabilization window (s)"),
-    metrics_port: Optional[int] = typer.Option(None, "--metrics-port", help="Serve Prometheus metrics on this port"),
+    metrics_port: int | None = typer.Option(None, "--metrics-port", help="Serve Prometheus metrics on this port"),
     fork: bool = typer.Option(True, help="Fork new scalejob workers from a pre-imported template (--no-fork: fresh processes)"),
-    backend: Optional[str] = typer.Option(None, help="local or kubernetes (default: SCALEJOB_AUTOSCALER_BACKEND, local)"),
-    k8s_namespace: Optional[str] = typer.Option(None, "--k8s-namespace", help="Namespace of the worker Deployments (default: SCALEJOB_K8S_NAMESPACE, default)"),
+    backend: str | None = typer.Option(None, help="local or kubernetes (default: SCALEJOB_AUTOSCALER_BACKEND, local)"),
+    k8s_namespace: str | None = typer.Option(None, "--k8s-namespace", help="Namespace of the worker Deployments (default: SCALEJOB_K8S_NAMESPACE, default)"),
 ) -> None:
     """Run the autoscaler: workers follow the queue depth, scale-in never kills a running task.
 
@@ -253,19 +252,19 @@ def status(
 @cli.command()
 def simulate(
     trace: Path = typer.Argument(..., help="CSV of 'arrival,duration' rows in seconds"),
-    spec: Optional[Path] = typer.Option(None, help="Take the autoscaler config from this service JSON"),
-    min: Optional[int] = typer.Option(None, "--min", help="autoscaler.min (default: spec or 0)"),  # noqa: A002
-    max: Optional[int] = typer.Option(None, "--max", help="autoscaler.max (default: spec or 10)"),  # noqa: A002
-    avg_waiting_length: Optional[float] = typer.Option(None, help="strategies.avg_waiting_length"),
-    target_wait: Optional[float] = typer.Option(None, "--target-wait", help="strategies.target_wait_seconds (instead of avg_waiting_length)"),
-    grace: Optional[float] = typer.Option(None, help="behavior.onZero.scaleDownGracePeriodSeconds"),
-    window: Optional[float] = typer.Option(None, help="behavior.scaleDown.stabilizationWindowSeconds"),
-    warm_standby: Optional[int] = typer.Option(None, help="behavior.warmStandby"),
+    spec: Path | None = typer.Option(None, help="Take the autoscaler config from this service JSON"),
+    min: int | None = typer.Option(None, "--min", help="autoscaler.min (default: spec or 0)"),  # noqa: A002
+    max: int | None = typer.Option(None, "--max", help="autoscaler.max (default: spec or 10)"),  # noqa: A002
+    avg_waiting_length: float | None = typer.Option(None, help="strategies.avg_waiting_length"),
+    target_wait: float | None = typer.Option(None, "--target-wait", help="strategies.target_wait_seconds (instead of avg_waiting_length)"),
+    grace: float | None = typer.Option(None, help="behavior.onZero.scaleDownGracePeriodSeconds"),
+    window: float | None = typer.Option(None, help="behavior.scaleDown.stabilizationWindowSeconds"),
+    warm_standby: int | None = typer.Option(None, help="behavior.warmStandby"),
     start_time: float = typer.Option(0.6, help="Seconds from spawning a worker to its first task"),
     poll: float = typer.Option(0.5, help="scalejob's tick (s); an enqueue also wakes it"),
     compare: bool = typer.Option(True, help="Also run KEDA (its defaults: listLength 5) and an HPA with the same target"),
     redelivery: float = typer.Option(3600.0, help="Seconds until a task cut by Kubernetes is back in the queue (Celery on Redis: visibility_timeout)"),
-    png: Optional[Path] = typer.Option(None, help="Write a timeline PNG (load, workers, decisions)"),
+    png: Path | None = typer.Option(None, help="Write a timeline PNG (load, workers, decisions)"),
     as_json: bool = typer.Option(False, "--json", help="Print the rows as one JSON list (policy, worker_seconds, wait_p50, wait_p95, wait_max, spawns, cut)"),
 ) -> None:
     """Replay an arrival trace through the autoscaling policy: cost, waits, scale events.

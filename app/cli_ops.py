@@ -10,7 +10,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn, Optional
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -124,7 +124,7 @@ def register(cli: typer.Typer, fail: Callable[[str], NoReturn], redis: Callable[
     @token_cli.command("create")
     def token_create(
         service: str = typer.Argument(..., help="Service the token opens"),
-        tenant: Optional[str] = typer.Option(None, help="Tenant the token's tasks belong to (fair sharing); none: the tenant tag or default"),
+        tenant: str | None = typer.Option(None, help="Tenant the token's tasks belong to (fair sharing); none: the tenant tag or default"),
     ) -> None:
         """Issue a token for SERVICE, optionally bound to a tenant; printed once, stored only hashed.
 

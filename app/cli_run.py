@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn, Optional
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -110,10 +110,10 @@ def register(cli: typer.Typer, fail: Callable[[str], NoReturn], redis: Callable[
 
     @cli.command()
     def up(
-        specs: Optional[list[Path]] = typer.Argument(None, help="Service JSON files to deploy"),
+        specs: list[Path] | None = typer.Argument(None, help="Service JSON files to deploy"),
         port: int = typer.Option(0, help="API port (default: SCALEJOB_API_PORT or 8000)"),
-        data_dir: Optional[Path] = typer.Option(None, help="Data dir (embedded Redis, logs, storage)"),
-        broker: Optional[str] = typer.Option(None, help="Broker URL (default: embedded Redis)"),
+        data_dir: Path | None = typer.Option(None, help="Data dir (embedded Redis, logs, storage)"),
+        broker: str | None = typer.Option(None, help="Broker URL (default: embedded Redis)"),
         flower: bool = typer.Option(False, "--flower", help="Also run Flower (login: SCALEJOB_FLOWER_USER/PASSWORD, else one made and printed)"),
         flower_port: int = typer.Option(5555, help="Flower's port (with --flower)"),
         stop_timeout: float = typer.Option(600.0, help="Seconds running tasks get to finish on Ctrl-C"),

@@ -9,7 +9,6 @@ import sys
 import time
 
 import psutil
-import pytest
 
 from tests.conftest import Stack
 from tests.helpers import ROOT, free_port, wait_for

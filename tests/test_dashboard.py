@@ -27,7 +27,7 @@ import pytest
 from tests.apiserver import ADMIN_TOKEN, ApiServer, api  # noqa: F401 - fixture
 from tests.autoscaling import Autoscalers, autoscalers  # noqa: F401 - fixture
 from tests.conftest import Stack
-from tests.helpers import ROOT, wait_for
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -27,7 +27,7 @@ def _check(row: Row) -> dict:
     assert row.worker_seconds > 0 and row.workers_started >= 1, row
     assert 0 <= row.wait_p50 <= row.wait_p95 <= row.wait_max, row
     doc = json.loads(json.dumps(asdict(row)))
-    assert FIELDS <= doc.keys()
+    assert doc.keys() >= FIELDS
     return doc
 
 

@@ -94,7 +94,7 @@ def prepare(spec: ServiceSpec, name: str) -> Instance:
     if "command" in spec.allowed_task_types():
         spawner.start(REAPER)  # main thread: command reapers by fork, not by interpreter start
     if spec.app.command and spec.app.port:
-        log_path = settings.data_dir.resolve() / "logs" / f"{name.split('@')[0]}.app.log"
+        log_path = settings.data_dir.resolve() / "logs" / f"{name.split('@', maxsplit=1)[0]}.app.log"
         inst.user_app = UserApp(spec.app.command, spec.app.port, Path.cwd(), env, log_path)  # paths in the command are relative to where scalejob runs
         inst.user_app.start()
         progress_server.start()  # the app POSTs query progress here (X-Scalejob-Progress-Url)

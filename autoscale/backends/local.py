@@ -188,7 +188,7 @@ class LocalBackend(WorkerBackend):
         name = f"{service}-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
         argv = self.command(service, name, standby)
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = self.log_dir / f"{name.split('@')[0]}.log"
+        log_path = self.log_dir / f"{name.split('@', maxsplit=1)[0]}.log"
         now = time.time()
         p = LocalProc(name, service, 0, standby, str(log_path), now, gpus=env.get("CUDA_VISIBLE_DEVICES", ""), start_by=now + self.start_timeout,
                       term=self.fence.term if self.fence else 0)

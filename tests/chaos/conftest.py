@@ -22,7 +22,7 @@ from tests.helpers import wait_for
 
 # Fast lease expiry so a killed worker's requests are recovered within ~2 s, not 5 s.
 FAST = {"SCALEJOB_HEARTBEAT_INTERVAL": "0.5", "SCALEJOB_HEARTBEAT_TTL": "2", "SCALEJOB_POLL_INTERVAL": "0.3"}
-ROWS: list["Row"] = []
+ROWS: list[Row] = []
 
 
 @dataclass

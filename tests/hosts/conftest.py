@@ -186,7 +186,7 @@ class Hosts:
         argv = python_argv("-m", "app.cli", "worker", service, "--name", name, "--loglevel", "INFO")
         if i:
             argv = ["ip", "netns", "exec", self.ns(i), *argv]
-        proc = Proc(argv, {**stack.env, **(env or {})}, self.tmp / f"{name.split('@')[0]}.log")
+        proc = Proc(argv, {**stack.env, **(env or {})}, self.tmp / f"{name.split('@', maxsplit=1)[0]}.log")
         self.procs.append(proc)
         return proc
 
