@@ -102,9 +102,10 @@ def cancel(r: redis.Redis, request_id: str) -> records.Record | None:
         from app import depth, tenants
 
         depth.remove_waiting(tenants.queue_name(rec.service, rec.tenant), request_id)  # leaves the waiting count now
-    if rec.state == "queued" or rec.task_type == "query":
-        if records.finish(r, request_id, "cancelled", error="cancelled by user"):
-            sink.emit(r, rec.service, request_id, "error", b"cancelled by user", {"state": "cancelled"})
+    if (rec.state == "queued" or rec.task_type == "query") and records.finish(
+        r, request_id, "cancelled", error="cancelled by user"
+    ):
+        sink.emit(r, rec.service, request_id, "error", b"cancelled by user", {"state": "cancelled"})
     return records.get(r, request_id)
 
 

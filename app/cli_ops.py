@@ -19,7 +19,7 @@ from rich.table import Table
 console = Console()
 
 
-def register(cli: typer.Typer, fail: Callable[[str], NoReturn], redis: Callable[[], Any]) -> None:
+def register(cli: typer.Typer, fail: Callable[[str], NoReturn], redis: Callable[[], Any]) -> None:  # noqa: PLR0915 - one nested command per block; split with app/cli (issue 12)
     """Add the operations commands to ``cli``; ``fail`` prints one error line and exits non-zero."""
 
     @cli.command("spec-schema")

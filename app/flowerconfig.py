@@ -51,10 +51,11 @@ def _metrics_behind_login():
     original = monitor.Metrics.get
 
     async def get(self):
-        if self.application.options.basic_auth or self.application.options.auth:
-            if not self.get_current_user():  # raises 401 for a missing or wrong basic-auth header
-                self.set_status(401)
-                return
+        options = self.application.options
+        # get_current_user raises 401 for a missing or wrong basic-auth header
+        if (options.basic_auth or options.auth) and not self.get_current_user():
+            self.set_status(401)
+            return
         await original(self)
 
     monitor.Metrics.get = get

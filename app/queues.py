@@ -11,6 +11,7 @@ first given back what it was sent but never committed, so resuming loses and dup
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -43,7 +44,7 @@ def parse_timeout(text: str | None, default: float = 5.0) -> float:
     else:
         mult = 1.0
     value = float(t) * mult  # ValueError for junk: the API turns it into a 400
-    if value != value or value < 0:
+    if math.isnan(value) or value < 0:
         raise ValueError(f"bad timeout {text!r}")
     return min(value, MAX_GET_TIMEOUT)
 

@@ -67,5 +67,5 @@ def line_of(text: str, key_path: str) -> int | None:
     last = [p for p in last if p and not p.isdigit()]
     if not last:
         return None
-    m = re.search(r"""(["']?)%s\1\s*:""" % re.escape(last[-1]), text)
+    m = re.search(r"""(["']?)""" + re.escape(last[-1]) + r"""\1\s*:""", text)
     return text.count("\n", 0, m.start()) + 1 if m else None

@@ -187,7 +187,7 @@ def flower_login(environ: dict[str, str]) -> tuple[dict[str, str], str]:
     return {"SCALEJOB_FLOWER_USER": "admin", "SCALEJOB_FLOWER_PASSWORD": password}, f"user admin  password {password}"
 
 
-def run_up(specs: list[Path], port: int, flower_port: int | None, stop_timeout: float, console: Console) -> int:
+def run_up(specs: list[Path], port: int, flower_port: int | None, stop_timeout: float, console: Console) -> int:  # noqa: PLR0912, PLR0915 - the start-up sequence in order; split with app/cli (issue 12)
     """Start everything, print where it is, block until SIGINT/SIGTERM, stop everything."""
     from app import services
     from app.connections import endpoints, redacted, state_redis

@@ -326,7 +326,7 @@ class Controller:
     def _with_leftovers(self, targets: list[Target]) -> list[Target]:
         """Services that were undeployed but still have our workers: scale them to zero."""
         names = {t.service for t in targets}
-        extra = getattr(self.backend, "services", lambda: set())() - names
+        extra = getattr(self.backend, "services", set)() - names
         return targets + [Target(s, (keys.celery_queue(s),), GONE) for s in sorted(extra)]
 
     def _gpu_snapshot(self, observed: list[Workers]) -> Any:

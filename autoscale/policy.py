@@ -179,7 +179,7 @@ def _gpu_capacity(obs: Observation, cfg: AutoscalerConfig) -> int | None:
     return holding + max(obs.free_gpus, 0) // cfg.gpu_per_worker
 
 
-def decide(obs: Observation, state: PolicyState, cfg: AutoscalerConfig, now: float) -> tuple[Decision, PolicyState]:
+def decide(obs: Observation, state: PolicyState, cfg: AutoscalerConfig, now: float) -> tuple[Decision, PolicyState]:  # noqa: PLR0912, PLR0915 - the decision steps in docs order; split in issue 12
     """Desired consuming and standby workers for one service at ``now``, why, and who to drain."""
     load = obs.waiting + obs.running
     current = state.current

@@ -66,7 +66,7 @@ def last_table(out: str) -> list[dict[str, str]]:
             blocks.append(cur)
             cur = []
     head, _, *rows = blocks[-1]
-    return [dict(zip(head, r)) for r in rows]
+    return [dict(zip(head, r, strict=False)) for r in rows]
 
 
 def f(x: float, unit: str = "", nd: int = 2) -> str:
@@ -235,7 +235,7 @@ def run_all(quick: bool, redis_url: str, only: set[str] | None = None) -> list[R
         t0 = time.monotonic()
         print(f"== {b.name}: {cmd}", flush=True)
         try:
-            proc = subprocess.run(b.child(quick, redis_url), capture_output=True, text=True, timeout=b.timeout, cwd=ROOT)
+            proc = subprocess.run(b.child(quick, redis_url), capture_output=True, text=True, timeout=b.timeout, cwd=ROOT, check=False)
             print(proc.stdout, flush=True)
             if proc.returncode != 0:
                 raise RuntimeError(f"exit {proc.returncode}: {proc.stderr.strip()[-300:]}")

@@ -43,7 +43,7 @@ def idle_worker_seconds(spans: list[Span], n_workers: int) -> float:
     """∫ min(idle workers, waiting tasks) dt over the run (exact sweep over the span edges)."""
     edges = sorted({t for s in spans for t in (s.queued, s.started, s.finished)})
     total = 0.0
-    for a, b in zip(edges, edges[1:]):
+    for a, b in zip(edges, edges[1:], strict=False):
         mid = (a + b) / 2
         waiting = sum(1 for s in spans if s.queued <= mid < s.started)
         busy = len({s.worker for s in spans if s.started <= mid < s.finished})
@@ -56,7 +56,7 @@ def cycle_s(spans: list[Span]) -> float:
     gaps = []
     for worker in {s.worker for s in spans}:
         starts = sorted(s.started for s in spans if s.worker == worker)
-        gaps += [b - a for a, b in zip(starts, starts[1:])]
+        gaps += [b - a for a, b in zip(starts, starts[1:], strict=False)]
     return percentile(gaps, 50)
 
 

@@ -182,7 +182,7 @@ def celery_autoscale(w: World, n: int) -> tuple[list[float], list[float]]:
     from benchmarks.plain_app import defaults
 
     first, burst = [], []
-    for i in range(n):
+    for _ in range(n):
         queue, run = w.name("autoq"), uuid.uuid4().hex
         name = f"{queue}@bench"
         argv = python_argv("-m", "celery", "-A", "benchmarks.plain_app:defaults", "worker", "-Q", queue, "-n", name,

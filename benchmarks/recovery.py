@@ -83,7 +83,7 @@ def scalejob_rounds(w: World, kills: int) -> list[float]:
         from app import records
 
         holder = wait_for(lambda: (rec := records.get(w.r, rid)) and rec.state == "running" and rec.worker, 30, what="job start")
-        wait_for(lambda: (marks / f"{token}.first").exists(), 10, what="first run")
+        wait_for((marks / f"{token}.first").exists, 10, what="first run")
         kill_tree(workers.pop(holder))
         killed = time.time()
         times.append(second_start(marks, token, 60) - killed)
@@ -115,7 +115,7 @@ def local_rounds(w: World, kills: int) -> list[float]:
             token = uuid.uuid4().hex[:8]
             _, rid = put(w.r, spec, "command", job(marks, token).encode())
             holder = wait_for(lambda: (rec := records.get(w.r, rid)) and rec.state == "running" and rec.worker, 30, what="job start")
-            wait_for(lambda: (marks / f"{token}.first").exists(), 10, what="first run")
+            wait_for((marks / f"{token}.first").exists, 10, what="first run")
             [pid] = [x.pid for x in list_workers(w.r, spec.name) if x.name == holder]
             main = psutil.Process(pid)
             for p in [main, *main.children(recursive=True)]:  # the whole worker tree, as kill_tree does
@@ -147,7 +147,7 @@ def plain_rounds(w: World, kills: int) -> list[float]:
         token = uuid.uuid4().hex[:8]
         run = f"rec{token}"
         plain_app.tuned.send_task("bench.timed", args=[run, job(marks, token)], queue=queue)
-        wait_for(lambda: (marks / f"{token}.first").exists(), 30, what="first run")
+        wait_for((marks / f"{token}.first").exists, 30, what="first run")
         holder = _holder(workers, token)
         kill_tree(workers.pop(holder))
         killed = time.time()

@@ -109,7 +109,7 @@ def timeline(t0: float, end: float, lives: list[tuple[float, float]], sent: list
     out, t = [], t0
     while t <= end:
         alive = sum(1 for a, b in lives if a <= t < b)
-        waiting = sum(1 for s, st in zip(sent, starts) if s <= t and (st is None or st > t))
+        waiting = sum(1 for s, st in zip(sent, starts, strict=False) if s <= t and (st is None or st > t))
         out.append((round(t - t0, 3), alive, waiting))
         t += step
     return out
@@ -127,7 +127,7 @@ def measure(target: Target, trace: list[tuple[float, float]], tmp: Path, opts: O
     finally:
         target.sampler.stop()
     starts = [got.get(i, (None, None))[0] for i in range(len(trace))]
-    waits = [s - p for s, p in zip(starts, sent) if s is not None]
+    waits = [s - p for s, p in zip(starts, sent, strict=False) if s is not None]
     lives = target.sampler.intervals(t0, end)
     start_times = target.sampler.start_times()
     ran = ran_counts(ran_log)

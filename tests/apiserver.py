@@ -127,6 +127,6 @@ def run_eas(eas_python: str, body: str, timeout: float = 120, **args: Any) -> An
 def spawn_eas(eas_python: str, body: str, log: Path, **args: Any) -> subprocess.Popen[str]:
     """Start an EAS client script in the background (output to ``log``)."""
     code = EAS_PRELUDE + textwrap.dedent(body)
-    fh = open(log, "w")
+    fh = open(log, "w")  # noqa: SIM115 - the background process writes to it after we return
     return subprocess.Popen([eas_python, "-c", code, json.dumps(args)], stdout=fh, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
                             env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})

@@ -87,7 +87,7 @@ def test_put_without_task_type_on_a_one_type_service_takes_that_type(stack: Stac
                           "metadata": {"name": stack.service_name("q"), "token": TOKEN, "task_types": ["query"]}})
     with api.client(TOKEN) as http:
         got = {s.name: http.post(f"/api/predict/{s.name}", content=b"[{}]") for s in (cmd, query)}
-    for name, resp in got.items():
+    for resp in got.values():
         assert resp.status_code == 200, resp.text
     assert stack.record(got[cmd.name].headers["X-Eas-Queueservice-Request-Id"]).task_type == "command"
     assert stack.record(got[query.name].headers["X-Eas-Queueservice-Request-Id"]).task_type == "query"

@@ -29,8 +29,8 @@ class SSE(threading.Thread):
         self.start()
 
     def run(self) -> None:
-        with httpx.Client(timeout=60) as http:
-            with http.stream("GET", f"{self.api.url}/api/requests/{self.rid}/events", headers={"Authorization": TOKEN}) as resp:
+        with httpx.Client(timeout=60) as http, \
+                http.stream("GET", f"{self.api.url}/api/requests/{self.rid}/events", headers={"Authorization": TOKEN}) as resp:
                 assert resp.status_code == 200
                 for kind, data in _sse_events(resp.iter_lines()):
                     self.events.append((time.time(), kind, data))

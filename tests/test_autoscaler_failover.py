@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -31,7 +32,7 @@ def stand_in(service: str, name: str, standby: bool) -> list[str]:
 
 
 def ignores_sigterm(pid: int) -> bool:
-    status = open(f"/proc/{pid}/status").read()
+    status = Path(f"/proc/{pid}/status").read_text()
     mask = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigIgn:")), 16)
     return bool(mask & (1 << (signal.SIGTERM - 1)))
 

@@ -213,7 +213,7 @@ def test_chart_plots_each_changed_tick_of_a_repeated_decision_and_a_sample_every
     waits = [(round(p["t"] - now, 1), p["waiting"]) for p in hist["points"]]
     assert waits[:3] == [(-20.0, 9), (-18.0, 6), (-16.0, 3)], waits
     quiet = [t for t, _ in waits[3:]]
-    assert 2 <= len(quiet) <= 3 and all(b - a >= 5.0 for a, b in zip([-16.0, *quiet], quiet)), waits  # at least every 5 s, not every tick
+    assert 2 <= len(quiet) <= 3 and all(b - a >= 5.0 for a, b in zip([-16.0, *quiet], quiet, strict=False)), waits  # at least every 5 s, not every tick
     assert len(stack.r.lrange(f"{stack.prefix}:{spec.name}:decisions", 0, -1)) == 1  # the decision list still folds
 
 
@@ -260,7 +260,7 @@ def test_live_feed_sends_a_snapshot_then_only_changed_rows(stack: Stack, api: Ap
     assert deltas and all(quiet.name not in d["rows"] for d in deltas)
     assert deltas[-1]["rows"][busy.name]["waiting"] == 1
     assert "token" not in json.dumps(snapshot[1])
-    gaps = [b[2] - a[2] for a, b in zip(events, events[1:])]
+    gaps = [b[2] - a[2] for a, b in zip(events, events[1:], strict=False)]
     assert all(g > 0.8 for g in gaps), gaps  # at most about once per second
 
 

@@ -47,7 +47,7 @@ class AclRedis:
         self.log = tmp / "redis.log"
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(["redis-server", str(conf)], stdout=out, stderr=subprocess.STDOUT)
-        wait_for(lambda: self._pings(), 10, what=f"the ACL Redis ({self.log})")
+        wait_for(self._pings, 10, what=f"the ACL Redis ({self.log})")
 
     def _pings(self) -> bool:
         assert self.proc.poll() is None, self.log.read_text()[-2000:]

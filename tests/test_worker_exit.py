@@ -55,7 +55,7 @@ def test_a_local_worker_sigkilled_mid_task_has_its_job_running_again_well_before
     marks = stack.tmp / "marks"
     marks.mkdir()
     rid = stack.put(spec, "command", hang_first(marks, "a"))
-    wait_for(lambda: (marks / "a.sleep").exists(), 20, what="the first run")
+    wait_for((marks / "a.sleep").exists, 20, what="the first run")
     holder = next(w for w in stack.workers(spec.name) if w.name == stack.record(rid).worker)
 
     psutil.Process(holder.pid).send_signal(signal.SIGKILL)  # the worker alone: its reaper ends the command
@@ -79,7 +79,7 @@ def test_a_lease_ttl_of_2s_recovers_a_worker_no_backend_owns_and_keeps_a_task_lo
     long_rid = stack.put(spec, "command", "sleep 5; echo kept")  # 2.5 TTLs on a live worker: its lease must be renewed
     wait_for(lambda: stack.record(long_rid).state == "running", 20, what="the long task to start")
     rid = stack.put(spec, "command", hang_first(marks, "b"))
-    wait_for(lambda: (marks / "b.sleep").exists(), 20, what="the first run")
+    wait_for((marks / "b.sleep").exists, 20, what="the first run")
     holder = stack.record(rid).worker
 
     for p in procs[holder].tree():  # the whole worker tree, as an OOM kill of its container does

@@ -74,7 +74,7 @@ def run_init_commands(spec: ServiceSpec, cwd: Path, env: dict[str, str]) -> None
     """Run each init command once, in order; raise :class:`InitFailed` with its output."""
     cwd.mkdir(parents=True, exist_ok=True)
     for cmd in spec.app.init_commands:
-        proc = subprocess.run(["/bin/sh", "-c", cmd], cwd=cwd, env=env, capture_output=True, text=True)
+        proc = subprocess.run(["/bin/sh", "-c", cmd], cwd=cwd, env=env, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             out = (proc.stdout + proc.stderr).strip()[-4000:]
             raise InitFailed(f"init command {cmd!r} exited with code {proc.returncode}:\n{out}")

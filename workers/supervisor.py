@@ -56,7 +56,8 @@ class SupervisedProcess:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # stop() ends its whole group
-                preexec_fn=_die_with_parent,  # and it never outlives its owner
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 - only sets PDEATHSIG, safe between fork and exec
+                # and it never outlives its owner
             )
 
     def on_spawned(self) -> None:

@@ -123,7 +123,7 @@ def _finish_service(r: redis.Redis, service: str, request_id: str, state: str, d
         hold.final_state = final
 
 
-def _command(r: redis.Redis, inst: Instance, request_id: str, payload: bytes) -> None:
+def _command(r: redis.Redis, inst: Instance, request_id: str, payload: bytes) -> None:  # noqa: PLR0915 - one command run end to end; split into steps in issue 12
     spec = inst.spec
     try:
         command = payload.decode("utf-8")
@@ -155,7 +155,8 @@ def _command(r: redis.Redis, inst: Instance, request_id: str, payload: bytes) ->
         if self_fence and CLOCK.lost(request_id, hold.worker):
             return FENCED
         try:
-            text = open(progress_file).read().strip().rstrip("%")
+            with open(progress_file) as fh:
+                text = fh.read().strip().rstrip("%")
             if text:
                 progress(float(text))
         except (OSError, ValueError):

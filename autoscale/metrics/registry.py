@@ -112,7 +112,7 @@ class RegistryObserver:
             if not flat:
                 dead = True
                 continue
-            h = dict(zip(flat[::2], flat[1::2])) if isinstance(flat, list) else flat
+            h = dict(zip(flat[::2], flat[1::2], strict=False)) if isinstance(flat, list) else flat
             infos.append(registry._decode(name, h, set(running)))
             if start:
                 started[name] = float(start)
