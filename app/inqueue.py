@@ -23,7 +23,6 @@ from app.connections import endpoints
 from app.settings import get_settings
 from app.specs import ServiceSpec
 
-TASK_TYPES = ("command", "query")
 RETRY_AFTER_S = 2
 
 

@@ -121,9 +121,6 @@ def spec_hash(spec: ServiceSpec) -> str:
 
 # --- deletion: drain or keep, never drop ----------------------------------------------------
 
-DELETE_MODES = ("drain", "keep")
-
-
 def deleting(r: redis.Redis, name: str) -> str | None:
     """``"drain"`` while a service is being drained for deletion (puts are refused), else None."""
     raw = r.get(keys.service_deleting(name))
@@ -135,10 +132,6 @@ def begin_drain(r: redis.Redis, name: str) -> None:
     if r.hget(keys.services(), name) is None:
         raise UnknownService(name)
     r.set(keys.service_deleting(name), "drain")
-
-
-def cancel_drain(r: redis.Redis, name: str) -> None:
-    r.delete(keys.service_deleting(name))
 
 
 def pending(r: redis.Redis, name: str) -> tuple[int, int]:

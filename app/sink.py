@@ -20,12 +20,6 @@ from redis.commands.core import Script
 from app import keys
 from app.settings import get_settings
 
-_APPEND = """
-local i = redis.call('INCR', KEYS[2])
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '0-' .. i, 'data', ARGV[2], 'tags', ARGV[3])
-return i
-"""
-
 # One request event, as a Lua function other scripts embed (workers/lifecycle.py finishes a task
 # and emits its terminal event in one script). k: per-request stream, sink, sink counter;
 # a: data, tags JSON, record TTL, to sink ('1'/'0'), sink cap. Returns the sink index or false.
@@ -41,9 +35,6 @@ end
 """
 EMIT_LUA = EMIT_FN + "return emit(KEYS, ARGV)"
 EMIT = Script(None, EMIT_LUA.encode())  # EVALSHA, loaded on first NOSCRIPT; ``client=`` picks the connection
-APPEND = Script(None, _APPEND.encode())
-
-EVENT_TYPES = ("result", "log", "progress", "error")
 
 
 @dataclass(frozen=True)
@@ -53,12 +44,6 @@ class Message:
     index: int
     data: bytes
     tags: dict[str, str] = field(default_factory=dict)
-
-
-def append(r: redis.Redis, service: str, data: bytes, tags: dict[str, str], maxlen: int | None = None) -> int:
-    """Add one message to a service's output queue; returns its index."""
-    cap = maxlen or get_settings().sink_maxlen
-    return int(APPEND(keys=[keys.sink(service), keys.sink_seq(service)], args=[cap, data, json.dumps(tags)], client=r))
 
 
 def parse_entry(entry_id: bytes | str, fields: dict[bytes, bytes]) -> Message:

@@ -22,9 +22,6 @@ from app.settings import get_settings
 
 log = logging.getLogger(__name__)
 
-WORKER_STATES = ("starting", "idle", "busy", "draining", "standby")
-
-
 @dataclass(frozen=True)
 class WorkerInfo:
     """One registry entry as the autoscaler and the API see it."""

@@ -41,7 +41,6 @@ class SimWorker:
     task: Task | None = None
     busy_since: float | None = None
     stopped_at: float | None = None
-    kill_at: float | None = None
 
     @property
     def alive(self) -> bool:
@@ -176,7 +175,7 @@ class _Run:
             elif w.state == "busy" and self.policy.drains:
                 w.state = "draining"
             elif w.state == "busy":
-                w.state, w.kill_at = "terminating", now + self.grace
+                w.state = "terminating"
                 self.push(now + self.grace, "kill", w)
         for name in d.activate:
             w = by_name[name]
