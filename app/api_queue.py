@@ -124,7 +124,8 @@ def resolve(service: str, is_sink: bool, authorization: str | None) -> Target:
 
 def split_params(params: Any) -> tuple[dict[str, str], dict[str, str]]:
     """(control ``_x_`` parameters, tags) of a query string."""
-    control, tags = {}, {}
+    control: dict[str, str] = {}
+    tags: dict[str, str] = {}
     for k, v in params.items():
         (control if k.startswith("_") and k.endswith("_") and len(k) > 2 else tags)[k] = v
     return control, tags

@@ -235,7 +235,7 @@ class QueueClient(_Base):
 
 def _sse_events(lines: Iterator[str]) -> Iterator[tuple[str, str]]:
     """(event, data) pairs of a text/event-stream."""
-    kind, data = "message", []
+    kind, data = "message", list[str]()
     for line in lines:
         if line == "":
             if data:

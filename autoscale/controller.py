@@ -183,7 +183,7 @@ class Controller:
 
     def act(self, t: Target, d: Decision, workers: Workers, handles: list[WorkerHandle], snap: Any = None, hold: float = 0.0) -> list[str]:
         """Make the pool match ``d``: finish drains, drain victims, activate standby, spawn (none while ``hold`` > 0 s: crash-loop backoff)."""
-        views, owned, actions = workers.by_name(), {h.name: h for h in handles}, []
+        views, owned, actions = workers.by_name(), {h.name: h for h in handles}, list[str]()
         self._check_starts(workers, handles, actions)
         self._finish_drains(t, workers, owned, actions)
         victims = {n for n in d.victims if not is_placeholder(n)}  # a queued spawn is stopped once it exists
@@ -289,7 +289,7 @@ class Controller:
     def _spawn(self, t: Target, n: int, env: dict[str, str], snap: Any, actions: list[str]) -> None:
         if n <= 0:
             return
-        envs = [{} for _ in range(n)]
+        envs: list[dict[str, str]] = [{} for _ in range(n)]
         if snap is not None and t.cfg.gpu_per_worker > 0:
             envs = snap.place(n, t.cfg.gpu_per_worker)
         for extra in envs:
@@ -326,7 +326,7 @@ class Controller:
     def _with_leftovers(self, targets: list[Target]) -> list[Target]:
         """Services that were undeployed but still have our workers: scale them to zero."""
         names = {t.service for t in targets}
-        extra = getattr(self.backend, "services", set)() - names
+        extra: set[str] = getattr(self.backend, "services", set)() - names
         return targets + [Target(s, (keys.celery_queue(s),), GONE) for s in sorted(extra)]
 
     def _gpu_snapshot(self, observed: list[Workers]) -> Any:

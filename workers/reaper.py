@@ -25,6 +25,9 @@ from __future__ import annotations
 import os
 import signal
 import sys
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing would cost the lean reaper (mypy reads the name)
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 # Lean on purpose: started directly it runs once per command task, under ``python -I -S``, so every import is
 # paid on the task's critical path (subprocess + pathlib alone cost ~20 ms; these cost ~3 ms).
@@ -65,7 +68,7 @@ def children_of(pid: int) -> list[int]:
     return out
 
 
-def kill_descendants(spare: Callable[[int], bool] = lambda _pid: False) -> None:  # noqa: F821 - not imported: lean
+def kill_descendants(spare: Callable[[int], bool] = lambda _pid: False) -> None:
     """SIGKILL every process re-parented to this subreaper (but those ``spare`` keeps), until none is left."""
     me = os.getpid()
     for _ in range(50):

@@ -8,10 +8,12 @@ A backend only starts and stops worker instances; it never decides how many ther
 from __future__ import annotations
 
 import abc
+import builtins
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
+    from autoscale.health import FailedStart
     from autoscale.leader import Leadership
 
 
@@ -75,7 +77,7 @@ class WorkerBackend(abc.ABC):
     def started(self, handle: WorkerHandle) -> None:  # noqa: B027 - optional hook, a no-op by default
         """The instance showed up in the registry: it no longer counts as a spawn that may fail to start."""
 
-    def failed_starts(self, service: str) -> list:
+    def failed_starts(self, service: str) -> builtins.list[FailedStart]:  # builtins: the method list() shadows it
         """Take the instances of ``service`` that ended before they became ready since the last
         call (:class:`autoscale.health.FailedStart`); the controller backs off on them. Default: none seen."""
         return []

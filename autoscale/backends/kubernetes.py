@@ -21,6 +21,7 @@ Warm standby needs a second pod template and is not offered here (``spawn`` refu
 
 from __future__ import annotations
 
+import builtins
 import logging
 import os
 import re
@@ -149,7 +150,7 @@ class KubernetesBackend(WorkerBackend):
         except OSError as exc:  # urllib3 connection errors
             raise BackendError(f"{service}: kubernetes {what} failed: {exc}") from None
 
-    def _pods(self, service: str, dep: Any) -> list[Any]:
+    def _pods(self, service: str, dep: Any) -> builtins.list[Any]:  # builtins: the method list() shadows it
         labels = dep.spec.selector.match_labels or {}
         selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
         return self._call(service, "list pods", self.core.list_namespaced_pod, self.namespace, label_selector=selector).items

@@ -30,6 +30,7 @@ holds no task (``is_busy``), so a long task that slipped in during scale-in stil
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 import os
@@ -242,7 +243,7 @@ class LocalBackend(WorkerBackend):
         self._update(p)
         log.info("warm shutdown of worker %s (pid %d)", p.name, p.pid)
 
-    def failed_starts(self, service: str) -> list[FailedStart]:
+    def failed_starts(self, service: str) -> builtins.list[FailedStart]:  # builtins: the method list() shadows it
         """Take the workers of ``service`` that exited before they registered (crash-loop backoff)."""
         mine = [f for f in self.failed if f.service == service]
         self.failed = [f for f in self.failed if f.service != service]
