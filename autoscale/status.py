@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import redis
 from rich import box
@@ -69,7 +69,8 @@ def status_data(r: redis.Redis, now: float | None = None) -> dict[str, Any]:
         states: dict[str, int] = {}
         for w in workers:
             states[w.state] = states.get(w.state, 0) + 1
-        [last] = history.recent(r, name, 1) or [None]
+        newest = history.recent(r, name, 1)
+        last = newest[0] if newest else None
         desired, when, reason = _decision(last, now)
         h = health.view(r, name, now)
         failing = ""
@@ -99,8 +100,8 @@ def status_tables(r: redis.Redis, now: float | None = None, wide: bool = False, 
     Narrow by default (fits 80 columns: long reasons are cut with an ellipsis, one line per
     row); ``wide`` folds them in full."""
     data = status_data(r, now)
-    overflow = "fold" if wide else "ellipsis"  # workers table
-    look = {} if wide else {"box": box.SIMPLE_HEAD, "pad_edge": False}  # narrow: light borders, so 80 columns hold the numbers
+    overflow: Literal["fold", "ellipsis"] = "fold" if wide else "ellipsis"  # workers table
+    look: dict[str, Any] = {} if wide else {"box": box.SIMPLE_HEAD, "pad_edge": False}  # narrow: light borders, so 80 columns hold the numbers
     svc = Table(title="scalejob services", title_justify="left", **look)
     if wide:
         for col in ("service", "waiting", "running", "workers", "desired", "failing", "last decision", "reason"):
