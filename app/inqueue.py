@@ -16,9 +16,8 @@ from typing import Any
 
 import redis
 from kombu.exceptions import OperationalError
-from redis.commands.core import Script
 
-from app import depth, keys, memory, records, tenants
+from app import depth, keys, memory, records, replies, tenants
 from app.connections import endpoints
 from app.settings import get_settings
 from app.specs import ServiceSpec
@@ -61,7 +60,7 @@ redis.call('EXPIRE', KEYS[4], ARGV[5])
 redis.call('ZADD', KEYS[5], ARGV[6], ARGV[8])
 return {i}
 """
-PUT = Script(None, _PUT.encode())
+PUT = replies.script(_PUT.encode())
 
 
 def put(
@@ -112,7 +111,7 @@ def put(
     fields = [x for kv in records.new_fields(request_id, spec.name, task_type, tenant, None, tags, now).items() for x in kv]
     ks = [keys.service_deleting(spec.name), keys.input_stream(spec.name), keys.input_seq(spec.name), keys.request(request_id),
           keys.requests_index(spec.name), *depth_keys]
-    args = [max_waiting or 0, settings.sink_maxlen, payload, json.dumps(mirror_tags), settings.record_ttl, f"{now:.6f}",
+    args: list[Any] = [max_waiting or 0, settings.sink_maxlen, payload, json.dumps(mirror_tags), settings.record_ttl, f"{now:.6f}",
             json.dumps({"task": task, "kwargs": kwargs, "queue": queue}), request_id, *fields]
     out = PUT(keys=ks, args=args, client=r)
     if out[0] == -2:

@@ -18,7 +18,7 @@ from typing import Any
 
 import redis
 
-from app import keys
+from app import keys, replies
 from app.settings import get_settings
 from app.sink import Message, parse_entry
 
@@ -102,7 +102,7 @@ class StreamQueue:
         found: list[Message] = []
         cursor, last = _sid(max(start, 0)), _sid(max(start - 1, 0))
         while len(found) < length:
-            entries = self.r.xrange(self.stream, min=cursor, max="+", count=SCAN_CHUNK)
+            entries = replies.entries(self.r.xrange(self.stream, min=cursor, max="+", count=SCAN_CHUNK))
             for eid, fields in entries:
                 msg = parse_entry(eid, fields)
                 last = eid.decode()
@@ -129,7 +129,7 @@ class StreamQueue:
         deadline = time.monotonic() + timeout
         while not found and (left := deadline - time.monotonic()) > 0:
             reply = (self.waiter or self.r).xread({self.stream: last}, count=SCAN_CHUNK, block=max(1, int(min(left, 1.0) * 1000)))
-            for _, entries in reply or []:
+            for _, entries in replies.streams(reply) or []:
                 for eid, fields in entries:
                     last = eid.decode()
                     msg = parse_entry(eid, fields)
@@ -157,7 +157,7 @@ class StreamQueue:
         reply = (self.waiter or self.r).xreadgroup(group, consumer, {self.stream: "0" if pending else ">"}, count=count,
                                                    block=None if pending else block_ms)
         out = []
-        for _, entries in reply or []:
+        for _, entries in replies.streams(reply) or []:
             for eid, fields in entries:
                 if fields:  # a pending entry deleted meanwhile comes back with no fields
                     out.append(parse_entry(eid, fields))
@@ -200,7 +200,7 @@ class StreamQueue:
 
     def touch(self, group: str, consumer: str, limit: int) -> None:
         """Reset the idle time of ``consumer``'s pending entries: it is alive, do not reclaim them."""
-        ids = [p["message_id"] for p in self.r.xpending_range(self.stream, group, min="-", max="+", count=limit, consumername=consumer)]
+        ids: list[Any] = [p["message_id"] for p in self.r.xpending_range(self.stream, group, min="-", max="+", count=limit, consumername=consumer)]
         if ids:
             self.r.xclaim(self.stream, group, consumer, 0, ids, justid=True)
 
@@ -248,7 +248,7 @@ class StreamQueue:
             if pend:
                 c = pend[0]["consumer"]
                 return {"index": index, "IsPending": True, "ConsumerName": c.decode() if isinstance(c, bytes) else c, "Group": gname}
-        before = len(self.r.xrange(self.stream, min="-", max=f"({_sid(index)}", count=100_000))
+        before = len(replies.entries(self.r.xrange(self.stream, min="-", max=f"({_sid(index)}", count=100_000)))
         return {"index": index, "IsPending": False, "WaitingPosition": before}
 
 

@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
-from redis.commands.core import Script
 
-from app import keys
+from app import keys, replies
 from app.settings import get_settings
 
 # One request event, as a Lua function other scripts embed (workers/lifecycle.py finishes a task
@@ -34,7 +33,7 @@ local function emit(k, a)
 end
 """
 EMIT_LUA = EMIT_FN + "return emit(KEYS, ARGV)"
-EMIT = Script(None, EMIT_LUA.encode())  # EVALSHA, loaded on first NOSCRIPT; ``client=`` picks the connection
+EMIT = replies.script(EMIT_LUA.encode())  # EVALSHA, loaded on first NOSCRIPT; ``client=`` picks the connection
 
 
 @dataclass(frozen=True)
@@ -57,7 +56,7 @@ def parse_entry(entry_id: bytes | str, fields: dict[bytes, bytes]) -> Message:
 
 def read(r: redis.Redis, service: str, start_index: int = 0, count: int = 100) -> list[Message]:
     """Messages with index >= start_index, oldest first."""
-    entries = r.xrange(keys.sink(service), min=f"0-{max(start_index, 0)}", max="+", count=count)
+    entries = replies.entries(r.xrange(keys.sink(service), min=f"0-{max(start_index, 0)}", max="+", count=count))
     return [parse_entry(eid, f) for eid, f in entries]
 
 
@@ -93,7 +92,7 @@ def emit_args(request_id: str, kind: str, data: bytes, extra_tags: dict[str, str
 def request_events(r: redis.Redis, request_id: str, after: str = "0-0", count: int = 500) -> list[tuple[str, Message]]:
     """Events of one request after stream id ``after``: (stream id, message) pairs."""
     out = []
-    for eid, f in r.xrange(keys.request_events(request_id), min=f"({after}" if after != "0-0" else "-", count=count):
+    for eid, f in replies.entries(r.xrange(keys.request_events(request_id), min=f"({after}" if after != "0-0" else "-", count=count)):
         msg = Message(index=0, data=f.get(b"data", b""), tags=json.loads(f.get(b"tags", b"{}")))
         out.append((eid.decode(), msg))
     return out

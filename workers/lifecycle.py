@@ -20,9 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from redis.commands.core import Script
 
-from app import keys, records, sink
+from app import keys, records, replies, sink
 from app.settings import get_settings
 from autoscale import durations
 
@@ -87,10 +86,10 @@ if stale(KEYS[4], KEYS[5], ARGV[6]) then return -2 end
 return emit(KEYS, ARGV)
 """
 
-BEGIN = Script(None, _BEGIN.encode())
-END = Script(None, _END.encode())
-PROGRESS = Script(None, _PROGRESS.encode())
-LOG = Script(None, _LOG.encode())
+BEGIN = replies.script(_BEGIN.encode())
+END = replies.script(_END.encode())
+PROGRESS = replies.script(_PROGRESS.encode())
+LOG = replies.script(_LOG.encode())
 STALE = -2
 
 
@@ -115,7 +114,7 @@ def begin(r: redis.Redis, request_id: str, service: str, kind: str, worker: str,
     s = get_settings()
     ks = [keys.request(request_id), keys.request_lease(request_id), keys.running(), keys.worker_tasks(registry_name), keys.requests_index(service)]
     fields = [x for kv in records.new_fields(request_id, service, kind, now=now).items() for x in kv]
-    head = [worker, f"{now:.6f}", s.record_ttl, int(s.heartbeat_ttl * 1000), request_id, int(s.heartbeat_ttl) + 1]
+    head: list[str | int] = [worker, f"{now:.6f}", s.record_ttl, int(s.heartbeat_ttl * 1000), request_id, int(s.heartbeat_ttl) + 1]
     out = BEGIN(keys=ks, args=[*head, "", *fields], client=r)
     if out[0] == 2:  # sent straight through Celery: keep what recovery needs to enqueue it again
         out = BEGIN(keys=ks, args=[*head, json.dumps(message), *fields], client=r)
