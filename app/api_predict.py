@@ -33,7 +33,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 
-from app import auth, inqueue, keys, queues, services, sink
+from app import auth, inqueue, keys, queues, replies, services, sink
 from app.api_queue import HEADER_REQUEST_ID, HEADER_UID, Target, _put, authorize, bool_param, cached_spec, load_spec, read_body, split_params
 from app.connections import state_redis, waiting_redis
 from app.settings import get_settings
@@ -91,7 +91,7 @@ def authorize_signed(headers: Headers, spec: ServiceSpec, body: bytes) -> auth.P
 def _terminal_event(request_id: str, after: str, block_ms: int) -> tuple[str, sink.Message | None]:
     """The request's result/error event after stream id ``after``, waiting up to ``block_ms``."""
     reply = waiting_redis().xread({keys.request_events(request_id): after}, count=100, block=max(1, block_ms))
-    for _, entries in reply or []:
+    for _, entries in replies.streams(reply) or []:
         for eid, fields in entries:
             after = eid.decode()
             tags = json.loads(fields.get(b"tags", b"{}"))
@@ -124,7 +124,9 @@ def answer(msg: sink.Message, headers: dict[str, str]) -> Response:
 
 async def predict(request: Request, service: str) -> Response:
     """``POST /api/predict/<service>`` answered synchronously (see the module docstring)."""
-    spec = cached_spec(service) or await run_in_threadpool(load_spec, service)
+    spec = cached_spec(service)
+    if spec is None:
+        spec = await run_in_threadpool(load_spec, service)
     payload = await read_body(request, spec.metadata.max_payload_bytes)
     control, tags = split_params(request.query_params)
     try:

@@ -354,7 +354,7 @@ def _routes(path: str, is_sink: bool) -> None:
     kind = "output queue" if is_sink else "input queue"
     q = {"in": "query", "required": False, "schema": {"type": "string"}}
     common = [{"name": n, **q} for n in ("_index_", "requestId")]
-    docs = {  # the EAS parameters, so the OpenAPI schema (and schemathesis) know them
+    docs: dict[str, dict[str, Any]] = {  # the EAS parameters, so the OpenAPI schema (and schemathesis) know them
         "POST": {"parameters": [{"name": n, **q} for n in ("taskType", "tenant", "_sync_", "_timeout_")],
                  "requestBody": {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}},
         "GET": {"parameters": common + [{"name": n, **q} for n in ("_length_", "_timeout_", "_auto_delete_", "_attrs_", "_search_")]},

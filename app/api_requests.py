@@ -16,7 +16,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from app import keys, queues, records, services, sink
+from app import keys, queues, records, replies, services, sink
 from app.api_queue import authorize, unknown
 from app.connections import state_redis, waiting_redis
 
@@ -35,7 +35,8 @@ def position(r: redis.Redis, rec: records.Record) -> int | None:
     key = keys.requests_index(rec.service)
     ahead, finished_run, cursor = 0, 0, r.zscore(key, rec.id) or rec.queued_at  # the exact score, not the rounded time
     while finished_run < POSITION_SCAN:
-        ids = [(rid, sc) for rid, sc in r.zrevrangebyscore(key, f"({cursor}", "-inf", start=0, num=200, withscores=True) if rid.decode() != rec.id]
+        ids = [(rid, sc) for rid, sc in replies.scored(r.zrevrangebyscore(key, f"({cursor}", "-inf", start=0, num=200, withscores=True))
+               if rid.decode() != rec.id]
         if not ids:
             break
         with r.pipeline(transaction=False) as p:
@@ -135,7 +136,7 @@ def _sse(eid: str, kind: str, data: bytes) -> bytes:
 def _next_events(request_id: str, after: str) -> list[tuple[str, sink.Message]]:
     reply = waiting_redis().xread({keys.request_events(request_id): after}, count=500, block=1000)
     out = []
-    for _, entries in reply or []:
+    for _, entries in replies.streams(reply) or []:
         for eid, fields in entries:
             out.append((eid.decode(), sink.Message(0, fields.get(b"data", b""), json.loads(fields.get(b"tags", b"{}")))))
     return out

@@ -21,6 +21,7 @@ import hmac
 import json
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
@@ -65,7 +66,7 @@ def issue(r: redis.Redis, service: str, tenant: str | None = None) -> str:
 def migrate(r: redis.Redis) -> None:
     """Move tokens kept where earlier releases kept them (``<prefix>:tokens``, inline in specs)
     out of the key prefix; the API and ``scalejob up`` call it on start. Idempotent."""
-    legacy = r.hgetall(keys.legacy_tokens())
+    legacy: dict[Any, Any] = r.hgetall(keys.legacy_tokens())
     if legacy:
         with r.pipeline() as p:
             p.hset(keys.tokens(), mapping=legacy)

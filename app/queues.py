@@ -152,7 +152,7 @@ class StreamQueue:
         """Messages sent to ``consumer`` and not yet committed (counted up to ``limit``)."""
         return len(self.r.xpending_range(self.stream, group, min="-", max="+", count=limit, consumername=consumer))
 
-    def read_group(self, group: str, consumer: str, count: int, block_ms: int | None, pending: bool = False) -> list[Message]:
+    def read_group(self, group: str, consumer: str, count: int | None, block_ms: int | None, pending: bool = False) -> list[Message]:
         """Next messages for ``consumer``: its own uncommitted ones when ``pending``, else new ones."""
         reply = (self.waiter or self.r).xreadgroup(group, consumer, {self.stream: "0" if pending else ">"}, count=count,
                                                    block=None if pending else block_ms)

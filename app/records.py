@@ -15,7 +15,7 @@ from typing import Any
 
 import redis
 
-from app import keys
+from app import keys, replies
 from app.settings import get_settings
 
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -235,11 +235,11 @@ def requeue_of_dead(r: redis.Redis, request_id: str, worker: str) -> bool:
 
 def running_requests(r: redis.Redis) -> dict[str, str]:
     """Request id -> worker for every request some worker holds."""
-    return {k.decode(): v.decode() for k, v in r.hgetall(keys.running()).items()}
+    return {k.decode(): v.decode() for k, v in replies.fields(r.hgetall(keys.running())).items()}
 
 
 def get(r: redis.Redis, request_id: str) -> Record | None:
-    h = r.hgetall(keys.request(request_id))
+    h = replies.fields(r.hgetall(keys.request(request_id)))
     if not h or b"service" not in h:
         return None
     g = lambda k: h.get(k.encode(), b"").decode()  # noqa: E731
@@ -265,4 +265,4 @@ def get(r: redis.Redis, request_id: str) -> Record | None:
 
 def recent(r: redis.Redis, service: str, limit: int = 50, offset: int = 0) -> list[str]:
     """Most recent request ids of a service, newest first."""
-    return [x.decode() for x in r.zrevrange(keys.requests_index(service), offset, offset + limit - 1)]
+    return [replies.text(x) for x in r.zrevrange(keys.requests_index(service), offset, offset + limit - 1)]

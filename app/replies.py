@@ -30,6 +30,11 @@ def streams(reply: Any) -> StreamReply:
     return cast(StreamReply, reply)
 
 
+def scored(reply: Any) -> list[tuple[bytes, float]]:
+    """A ZRANGE-family reply ``withscores=True``: (member, score) pairs."""
+    return cast(list[tuple[bytes, float]], reply)
+
+
 def members(reply: Any) -> set[bytes]:
     """An SMEMBERS reply."""
     return cast(set[bytes], reply)

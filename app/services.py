@@ -13,7 +13,7 @@ import json
 
 import redis
 
-from app import keys
+from app import keys, replies
 from app.specs import ServiceSpec, parse_spec
 
 
@@ -52,12 +52,12 @@ def get(r: redis.Redis, name: str) -> ServiceSpec:
 def token(r: redis.Redis, name: str) -> str | None:
     """The service's own ``metadata.token`` (API processes only: workers' ACL users can't read it)."""
     raw = r.hget(keys.service_tokens(), name)
-    return raw.decode() if raw else None
+    return replies.text(raw) if raw else None
 
 
 def tokens(r: redis.Redis) -> list[str]:
     """Every service's own token, to tell "a valid token" from "none" before naming anything."""
-    return [v.decode() for v in r.hvals(keys.service_tokens())]
+    return [replies.text(v) for v in r.hvals(keys.service_tokens())]
 
 
 def migrate_tokens(r: redis.Redis) -> int:
@@ -83,7 +83,7 @@ def version(r: redis.Redis, name: str) -> int:
 
 
 def all_specs(r: redis.Redis) -> dict[str, ServiceSpec]:
-    return {k.decode(): _without_token(parse_spec(json.loads(v))) for k, v in r.hgetall(keys.services()).items()}
+    return {k.decode(): _without_token(parse_spec(json.loads(v))) for k, v in replies.fields(r.hgetall(keys.services())).items()}
 
 
 def delete(r: redis.Redis, name: str) -> bool:
@@ -124,7 +124,7 @@ def spec_hash(spec: ServiceSpec) -> str:
 def deleting(r: redis.Redis, name: str) -> str | None:
     """``"drain"`` while a service is being drained for deletion (puts are refused), else None."""
     raw = r.get(keys.service_deleting(name))
-    return raw.decode() if raw else None
+    return replies.text(raw) if raw else None
 
 
 def begin_drain(r: redis.Redis, name: str) -> None:

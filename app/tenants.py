@@ -25,7 +25,7 @@ import threading
 
 import redis
 
-from app import keys
+from app import keys, replies
 from app.settings import get_settings
 from app.specs import ServiceSpec
 
@@ -58,7 +58,7 @@ def queue_name(service: str, tenant: str = DEFAULT_TENANT) -> str:
 
 def known_tenants(r: redis.Redis, service: str) -> list[str]:
     """Tenants (other than the default) that ever put work on ``service``, sorted."""
-    return sorted(x.decode() for x in r.smembers(keys.service_tenants(service)))
+    return sorted(x.decode() for x in replies.members(r.smembers(keys.service_tenants(service))))
 
 
 def service_queues(r: redis.Redis, service: str) -> list[str]:

@@ -23,7 +23,7 @@ from typing import Any
 
 import redis
 
-from app import keys, tenants
+from app import keys, replies, tenants
 from app.services import spec_hash
 from app.specs import parse_spec
 from autoscale import durations, history
@@ -61,7 +61,7 @@ class ScalejobTargets:
 
     def __call__(self) -> list[Target]:
         out = []
-        for raw_name, raw in self.r.hgetall(keys.services()).items():
+        for raw_name, raw in replies.fields(self.r.hgetall(keys.services())).items():
             name = raw_name.decode()
             cached = self._cache.get(name)
             if cached is None or cached[0] != raw:

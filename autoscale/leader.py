@@ -25,7 +25,7 @@ from pathlib import Path
 
 import redis
 
-from app import keys
+from app import keys, replies
 
 log = logging.getLogger(__name__)
 LUA = Path(__file__).parent / "lua"
@@ -60,7 +60,7 @@ class Leadership:
 
     def holder(self) -> str | None:
         raw = self.r.get(self.key)
-        return raw.decode() if raw else None
+        return replies.text(raw) if raw else None
 
     def release(self) -> None:
         self._release(keys=[self.key], args=[self.me])

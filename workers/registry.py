@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import redis
 
-from app import keys, records
+from app import keys, records, replies
 from app.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ def _decode(name: str, h: dict[bytes, bytes], running: set[bytes]) -> WorkerInfo
 
 def list_workers(r: redis.Redis, service: str) -> list[WorkerInfo]:
     """Live workers of a service (expired entries are pruned from the service set)."""
-    names = sorted(x.decode() for x in r.smembers(keys.service_workers(service)))
+    names = sorted(x.decode() for x in replies.members(r.smembers(keys.service_workers(service))))
     if not names:
         return []
     with r.pipeline(transaction=False) as p:
@@ -151,8 +151,8 @@ def list_workers(r: redis.Redis, service: str) -> list[WorkerInfo]:
 
 
 def get_worker(r: redis.Redis, name: str) -> WorkerInfo | None:
-    h = r.hgetall(keys.worker(name))
-    return _decode(name, h, r.smembers(keys.worker_tasks(name))) if h else None
+    h = replies.fields(r.hgetall(keys.worker(name)))
+    return _decode(name, h, replies.members(r.smembers(keys.worker_tasks(name)))) if h else None
 
 
 class Heartbeat(threading.Thread):
@@ -177,7 +177,7 @@ class Heartbeat(threading.Thread):
                 # Remember the state the entry holds, so an entry lost with a Redis restart comes
                 # back as the autoscaler left it (``draining``: it no longer consumes), not as new.
                 self.state = heartbeat(self.r, self.worker) or self.state
-                running = [x.decode() for x in self.r.smembers(keys.worker_tasks(self.worker))]
+                running = [x.decode() for x in replies.members(self.r.smembers(keys.worker_tasks(self.worker)))]
                 leases.CLOCK.renewed(running, records.renew_leases(self.r, running, self.worker))
                 if recovery.try_lead(self.r, self.worker):
                     recovery.recover_once(self.r, send)

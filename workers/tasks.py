@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import redis
 from celery import Task
 
-from app import keys, records
+from app import keys, records, replies
 from app.celery_app import celery_app
 from app.connections import state_redis
 from app.settings import get_settings
@@ -115,7 +115,7 @@ def _finish_service(r: redis.Redis, service: str, request_id: str, state: str, d
     worker, reg, epoch = (hold.worker, hold.registry_name, hold.epoch) if hold else ("", "", "")
 
     def record() -> tuple[bool, str]:  # the tenant of a request this delivery does not hold is read inside the retry too
-        tenant = hold.tenant if hold else (r.hget(keys.request(request_id), "tenant") or b"default").decode()
+        tenant = hold.tenant if hold else replies.text(r.hget(keys.request(request_id), "tenant") or b"default")
         return lifecycle.end(r, service, request_id, state, data, result, error, {**tags, "tenant": tenant}, worker, reg, epoch)
 
     _, final = until_redis_answers(record, f"request {request_id}: recording {state}")

@@ -49,7 +49,7 @@ from pathlib import Path
 import psutil
 import redis
 
-from app import keys
+from app import keys, replies
 from autoscale.backends.base import BackendError, WorkerBackend, WorkerHandle
 from autoscale.backends.exits import ExitWatcher, OnExit
 from autoscale.backends.procs import adoptable, find_process, process, recorded_processes  # noqa: F401 - recorded_processes: app/up.py
@@ -147,7 +147,7 @@ class LocalBackend(WorkerBackend):
 
     def _adopt(self) -> list[str]:
         host, adopted, dead, now = socket.gethostname(), [], [], time.time()
-        for raw_name, raw in self.r.hgetall(keys.local_workers()).items():
+        for raw_name, raw in replies.fields(self.r.hgetall(keys.local_workers())).items():
             name, rec = raw_name.decode(), json.loads(raw)
             if rec.get("host") != host or name in self.procs:
                 continue

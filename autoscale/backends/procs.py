@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import psutil
 import redis
 
-from app import keys
+from app import keys, replies
 
 if TYPE_CHECKING:  # pragma: no cover
     from autoscale.backends.local import LocalProc
@@ -27,7 +27,7 @@ def recorded_processes(r: redis.Redis) -> list[psutil.Process]:
     sessions of their own, so they are neither in its process group nor, once adopted, its children.
     """
     host, out = socket.gethostname(), []
-    for raw_name, raw in r.hgetall(keys.local_workers()).items():
+    for raw_name, raw in replies.fields(r.hgetall(keys.local_workers())).items():
         rec, name = json.loads(raw), raw_name.decode()
         pid = int(rec.get("pid") or 0)
         proc = (matching_process(pid, name) if pid else find_process(name)) if rec.get("host") == host else None
