@@ -42,7 +42,7 @@ def register(cli: typer.Typer, fail: Callable[[str], NoReturn], redis: Callable[
         from workers.registry import list_workers
 
         r = redis()
-        rows = []
+        rows: list[dict[str, Any]] = []
         for name, spec in sorted(services.all_specs(r).items()):
             workers = list_workers(r, name)
             waiting, running = services.pending(r, name)

@@ -99,7 +99,7 @@ def follow(r: Any, request_id: str, timeout: float | None, fail: Callable[[str],
                     said = _say_why_it_waits(bar.console, r, rec, said) if rec.state == "queued" else said
                     why = nothing_runs(r, rec.service) if rec.state == "queued" and timeout is None else None
                     idle_since = (idle_since or checked) if why else None
-                    if why and checked - idle_since >= 5.0:
+                    if why and idle_since is not None and checked - idle_since >= 5.0:
                         fail(f"{why}; request {request_id} stays queued: follow it later with `scalejob logs {request_id}`")
             time.sleep(0.1)
     fail(f"request {request_id} not finished after {timeout:.0f}s (it goes on: `scalejob logs {request_id}`)")

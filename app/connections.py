@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import redis
 
-from app.embedded import ensure_embedded, find_embedded, hold
+from app.embedded import EmbeddedRedis, ensure_embedded, find_embedded, hold
 from app.settings import Settings, get_settings
 
 _start_allowed = False
@@ -68,6 +68,7 @@ def resolve(settings: Settings) -> Endpoints:
 
 
 def _embedded_url(settings: Settings) -> str:
+    server: EmbeddedRedis | None
     if _start_allowed:
         server = ensure_embedded(settings.data_dir, settings.embedded_appendfsync)
         hold(server, settings.embedded_appendfsync)

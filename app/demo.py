@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import cast
 
 from rich.console import Console
 from workers.query import result_body
@@ -74,7 +75,7 @@ def run_demo(console: Console) -> int:
         body = result_body(qrec.result).decode(errors="replace") if qrec.result else qrec.error
         console.print(f"query task {qid}: [bold]{qrec.state}[/bold] HTTP {qrec.result and qrec.result.get('status')} {body}")
         code = 0 if rec.state == qrec.state == "succeeded" else 1
-        console.print(json.dumps({"command": records.get(r, rid).to_dict()["state"], "query": qrec.state}))
+        console.print(json.dumps({"command": cast(records.Record, records.get(r, rid)).to_dict()["state"], "query": qrec.state}))
     finally:
         worker.send_signal(signal.SIGTERM)
         try:

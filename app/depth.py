@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import threading
+from typing import cast
 
 import redis
 from kombu import Connection
@@ -100,7 +101,7 @@ def remove_waiting(queue: str, task_id: str, url: str | None = None) -> bool:
         for raw in client.lrange(key, 0, -1):
             try:
                 if json.loads(raw).get("headers", {}).get("id") == task_id:
-                    return bool(client.lrem(key, 1, raw))
+                    return bool(client.lrem(key, 1, cast(str, raw)))  # redis-py types the value str; the bytes read go back as they are
             except (ValueError, AttributeError):
                 continue
     return False

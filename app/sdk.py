@@ -19,7 +19,7 @@ import time
 import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
@@ -145,7 +145,7 @@ class Watcher:
                 with connect(self.url, additional_headers=self.headers, open_timeout=5, max_size=None) as sock:
                     self.sock = sock
                     while True:
-                        yield decode_frame(sock.recv())
+                        yield decode_frame(cast(bytes, sock.recv()))  # binary frames
             except InvalidStatus as exc:
                 raise QueueError(exc.response.status_code, "watch refused") from None
             except (ConnectionClosed, OSError, TimeoutError):

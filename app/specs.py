@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -290,7 +291,7 @@ def format_path(loc: tuple[Any, ...]) -> str:
     return out or "(spec)"
 
 
-def _describe(err: dict[str, Any]) -> str:  # noqa: PLR0911 - one early return per pydantic error kind
+def _describe(err: Mapping[str, Any]) -> str:  # noqa: PLR0911 - one early return per pydantic error kind
     loc = tuple(err["loc"])
     path, kind, ctx = format_path(loc), err["type"], err.get("ctx") or {}
     if loc and loc[-1] == "token":  # a secret: never echo it back into logs

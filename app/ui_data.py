@@ -230,7 +230,7 @@ def workers_page(r: redis.Redis, service: str, offset: int = 0, limit: int = 100
     rows = []
     for w in page:
         current = [{"id": rid if tenant is None or owners.get(rid) == tenant else None,
-                    "for_s": round(now - started[rid], 1) if started.get(rid) else None} for rid in w.running]
+                    "for_s": round(now - began, 1) if (began := started.get(rid)) else None} for rid in w.running]
         rows.append({
             "name": w.name, "host": w.host, "pid": w.pid, "state": w.state, "running": current,
             "up_s": round(now - w.started_at, 1) if w.started_at else None,

@@ -6,7 +6,7 @@ and ``autoscale/``; this is the one place that reads ``app.specs`` models for it
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from autoscale.policy import AutoscalerConfig
 
@@ -22,7 +22,8 @@ def from_spec(spec: ServiceSpec) -> AutoscalerConfig:
     return AutoscalerConfig(
         min=a.min,
         max=a.max,
-        avg_waiting_length=a.strategies.avg_waiting_length if target is None else AutoscalerConfig.avg_waiting_length,
+        # with no target the spec's validator has set avg_waiting_length (2.0 when neither is given)
+        avg_waiting_length=cast(float, a.strategies.avg_waiting_length) if target is None else AutoscalerConfig.avg_waiting_length,
         target_wait_seconds=target,
         scale_down_grace=b.onZero.scaleDownGracePeriodSeconds,
         stabilization=b.scaleDown.stabilizationWindowSeconds,

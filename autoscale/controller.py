@@ -345,7 +345,7 @@ class Controller:
             self.recover()
 
     # -- the loop ----------------------------------------------------------------------------
-    def run(self, leadership: Leadership, stop: threading.Event, on_lead: Callable[[], None] = lambda: None) -> None:
+    def run(self, leadership: Leadership, stop: threading.Event, on_lead: Callable[[], object] = lambda: None) -> None:
         """Tick while leader; wait as hot standby otherwise; return when ``stop`` is set."""
         pubsub = self.r.pubsub(ignore_subscribe_messages=True)
         pubsub.subscribe(keys.enqueue_channel())

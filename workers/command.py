@@ -28,6 +28,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from workers import spawner
 
@@ -169,7 +170,7 @@ class ExitWatcher:
         self.proc = proc
         self.owned = not isinstance(proc, spawner.Forked)
         try:  # a spawned command reports its exit on its status socket (it is not our child)
-            self.fd: int | None = os.pidfd_open(proc.pid) if self.owned else proc.exit_fd()
+            self.fd: int | None = os.pidfd_open(proc.pid) if self.owned else cast(spawner.Forked, proc).exit_fd()
         except (AttributeError, OSError):
             self.fd = None
 

@@ -289,7 +289,8 @@ def serve(parent: int, fd: int) -> int:
     ctl = socket.socket(fileno=fd)
     spawned = Spawned()
     while not gone:
-        ready = select.select([ctl, wake_r], [], [])[0]
+        watched: list[socket.socket | int] = [ctl, wake_r]
+        ready = select.select(watched, [], [])[0]
         if wake_r in ready:
             while True:
                 try:

@@ -26,7 +26,7 @@ class Channel(kombu_redis.Channel):
             log.error("dropped a broker entry that is not a kombu message envelope: %r", exc)
             return True  # an entry was consumed; the loop goes on
 
-    def _get(self, queue: str) -> Any:
+    def _get(self, queue: str, timeout: Any = None) -> Any:  # ``timeout``: the base class's signature (kombu's redis channel takes none)
         try:
             return super()._get(queue)
         except _MALFORMED as exc:

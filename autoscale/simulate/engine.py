@@ -107,6 +107,8 @@ MAX_REDELIVERIES = 3  # the replay runs on for at most this many redelivery dela
 class _Run:
     """One replay; the state the event handlers share."""
 
+    pending_wake: bool  # set by run(), read by handle()
+
     def __init__(self, trace: list[tuple[float, float]], policy: Policy, start_time: float, grace: float, redelivery: float, tail: float) -> None:
         self.policy, self.start_time, self.grace, self.redelivery, self.tail = policy, start_time, grace, redelivery, tail
         self.horizon = self.base_horizon = (max(a + d for a, d in trace) if trace else 0.0) + tail  # grows when a cut task comes back late

@@ -103,7 +103,7 @@ def config_for(spec_path: str | Path | None, overrides: dict[str, float | int | 
         cfg = from_spec(load_spec(spec_path))
     else:
         cfg = AutoscalerConfig(min=0)
-    given = {k: v for k, v in overrides.items() if v is not None}
+    given: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
     if "avg_waiting_length" in given and "target_wait_seconds" in given:
         raise ValueError("set either avg_waiting_length or target_wait_seconds, not both")
     if "avg_waiting_length" in given:
