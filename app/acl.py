@@ -23,7 +23,9 @@ granted to every role. The default user stays the admin's (``scalejob up``, ``de
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 from app import keys
@@ -39,8 +41,9 @@ COMMANDS = "+@all -@admin -@dangerous +info +client|setname +client|getname +cli
 BROKER = ("scalejob.*", "unacked*", "_kombu.*", "*.celery.pidbox*")  # worker mailboxes, control replies (with priority suffixes)
 
 
-def _star(fn: object, n: int = 1) -> str:
-    return fn(*(["*"] * n))  # type: ignore[operator]
+def _star(fn: Callable[[str], str]) -> str:
+    """The key pattern of a key family: its key function called with ``*``."""
+    return fn("*")
 
 
 def worker_keys() -> tuple[list[str], list[str]]:
@@ -88,10 +91,8 @@ def password(directory: Path, role: str) -> str:
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = directory / role
     if not path.exists():
-        fd = path.open("x", encoding="utf-8")
-        path.chmod(0o600)
-        with fd:
-            fd.write(secrets.token_urlsafe(32))
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", encoding="utf-8") as out:
+            out.write(secrets.token_urlsafe(32))
     return path.read_text(encoding="utf-8").strip()
 
 

@@ -143,7 +143,7 @@ def _admin(request: Request) -> None:
 def public_spec(r: redis.Redis, spec: ServiceSpec) -> dict[str, Any]:
     """The spec as JSON with its token masked: tokens are never sent back, only that there is one."""
     data = json.loads(spec.to_json())
-    if spec.metadata.token or services.token(r, spec.name):
+    if services.token(r, spec.name):
         data.setdefault("metadata", {})["token"] = "***"
     return data
 
@@ -219,7 +219,7 @@ async def put_service(name: str, request: Request) -> dict[str, Any]:
     version = services.save(r, spec)
     api_queue.forget_spec(name)
     out: dict[str, Any] = {"name": name, "version": version}
-    if not spec.metadata.token and not services.token(r, name) and not auth.has_issued(r, name):
+    if not spec.metadata.token and not auth.has_issued(r, name):
         out["token"] = auth.issue(r, name)  # shown once; only its digest is kept
     return out
 

@@ -83,7 +83,7 @@ def authorize_signed(headers: Headers, spec: ServiceSpec, body: bytes) -> auth.P
     signature = header[4:].strip()
     if _signed_by(get_settings().admin_token.get_secret_value(), string_to_sign, signature):
         return auth.Principal(admin=True)
-    if _signed_by(spec.metadata.token or services.token(state_redis(), spec.name), string_to_sign, signature):
+    if _signed_by(services.token(state_redis(), spec.name), string_to_sign, signature):
         return auth.Principal(admin=False, service=spec.name)
     raise HTTPException(401, f"invalid signature for service {spec.name} (sign with the service's metadata.token, or send the token itself)")
 

@@ -49,7 +49,7 @@ class FrontEnds:
 
     def token(self, spec: ServiceSpec) -> str:
         """The spec's token, else one this stack issued (shown by ``up``'s banner)."""
-        own = spec.metadata.token or services.token(self.r, spec.name)
+        own = services.token(self.r, spec.name)
         if own:
             return own
         if spec.name not in self.tokens:
