@@ -1,7 +1,7 @@
 """A parsed service spec's ``autoscaler`` block as the policy's :class:`AutoscalerConfig`.
 
 Why a module of its own: :mod:`autoscale.policy` must import nothing outside the standard library
-and ``autoscale/``; this is the one place that reads ``app.specs`` models for it.
+and ``autoscale/``; this is the one place that reads ``app.core.specs`` models for it.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, cast
 from autoscale.policy import AutoscalerConfig
 
 if TYPE_CHECKING:  # pragma: no cover
-    from app.specs import ServiceSpec
+    from app.core.specs import ServiceSpec
 
 
 def from_spec(spec: ServiceSpec) -> AutoscalerConfig:

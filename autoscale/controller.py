@@ -23,10 +23,12 @@ from typing import Any
 
 import redis
 
-from app import keys, replies, tenants
-from app.services import spec_hash
-from app.specs import parse_spec
-from autoscale import durations, history
+from app.core import keys, replies
+from app.queue import tenants
+from app.queue.services import spec_hash
+from app.core.specs import parse_spec
+from autoscale import durations
+from app.queue import decisions as history
 from autoscale.actions import Actions, is_placeholder, with_queued
 from autoscale.backends.base import WorkerBackend, WorkerHandle
 from autoscale.crashloop import CrashLoops
@@ -47,7 +49,7 @@ class Target:
     """One pool of workers to scale: a service name, the queue it consumes, its config."""
 
     service: str
-    queues: tuple[str, ...]  # a scalejob service has one queue per tenant (app/tenants.py)
+    queues: tuple[str, ...]  # a scalejob service has one queue per tenant (app/queue/tenants.py)
     cfg: AutoscalerConfig
     spec_hash: str = ""  # services.spec_hash of the deployed spec; workers with another one roll ("": never)
 
@@ -90,12 +92,12 @@ class Controller:
     shutdown_sent: dict[str, set[str]] = field(default_factory=dict)  # service -> unowned draining workers told to shut down
     wake_at: float | None = None  # monotonic: tick then even if before the next poll (grace ends)
     rollout: Rollout = field(default_factory=Rollout)  # rolling updates after a redeploy (autoscale/rolling.py)
-    recover: Callable[[], object] | None = None  # re-enqueue requests whose worker died (workers/recovery.py)
+    recover: Callable[[], object] | None = None  # re-enqueue requests whose worker died (app/queue/recovery.py)
     recover_every: float = 2.0
     _recovered_at: float = 0.0
     crashloops: CrashLoops | None = None  # crash-loop backoff (autoscale/crashloop.py); built on first tick
     starts: durations.StartTimes = field(default_factory=durations.StartTimes)  # measured worker start times (wait-target mode)
-    requeue_dead: Callable[[str, str], object] | None = None  # (worker, service): requeue a confirmed-dead worker's requests (workers/recovery.py)
+    requeue_dead: Callable[[str, str], object] | None = None  # (worker, service): requeue a confirmed-dead worker's requests (app/queue/recovery.py)
     actions: Actions = field(default_factory=Actions)  # spawns/stops/drains, carried out off the loop (autoscale/actions.py)
     _poke: threading.Event = field(default_factory=threading.Event)  # wakes the loop before its next poll (a worker died)
 

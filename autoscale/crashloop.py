@@ -2,7 +2,7 @@
 
 Kept out of ``controller.py`` so the loop stays readable: the controller asks :meth:`CrashLoops.observe`
 once per service per tick and spawns nothing while it answers a wait > 0. The schedule is the pure
-:mod:`autoscale.backoff`; the stored document is :mod:`autoscale.health`.
+:mod:`app.core.backoff`; the stored document is :mod:`app.queue.health`.
 """
 
 from __future__ import annotations
@@ -12,16 +12,16 @@ from dataclasses import dataclass, field
 
 import redis
 
-from autoscale import health
+from app.queue import health
 from autoscale.backends.base import WorkerBackend
-from autoscale.backoff import BackoffConfig, should_reset, wait_left
+from app.core.backoff import BackoffConfig, should_reset, wait_left
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class CrashLoops:
-    """Per service: the stored :class:`~autoscale.health.Health` and since when a worker is ready."""
+    """Per service: the stored :class:`~app.queue.health.Health` and since when a worker is ready."""
 
     r: redis.Redis
     cfg: BackoffConfig = field(default_factory=BackoffConfig)

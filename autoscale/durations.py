@@ -19,7 +19,7 @@ from typing import Any
 
 import redis
 
-from app import keys
+from app.core import keys
 from autoscale.target_wait import RUN_TIMES_KEPT, RunTimes, summarize
 
 # record_run(list key, started_at, finished_at): push one run time, keep the newest RUN_TIMES_KEPT.

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import redis
 
-from app import keys, replies
+from app.core import keys, replies
 
 log = logging.getLogger(__name__)
 LUA = Path(__file__).parent / "lua"

@@ -19,9 +19,9 @@ from typing import Any
 
 import redis
 
-from app import tenants
-from app.connections import endpoints, is_redis_url
-from app.settings import Settings
+from app.queue import tenants
+from app.core.connections import endpoints, is_redis_url
+from app.core.settings import Settings
 from autoscale.backends.base import WorkerBackend
 from autoscale.backends.local import LocalBackend, celery_command
 from autoscale.backends.template import Template
@@ -84,8 +84,8 @@ def scalejob_autoscaler(settings: Settings, fork: bool = True) -> Autoscaler:
     ``kubernetes``: the Deployment ``scalejob-<service>`` in ``settings.k8s_namespace`` (in-cluster
     config, else ``$KUBECONFIG``).
     """
-    from app.celery_app import celery_app
-    from app.connections import state_redis
+    from app.core.celery_app import celery_app
+    from app.core.connections import state_redis
 
     r = state_redis()
     leadership = Leadership(r, settings.autoscaler_lock_ttl)
@@ -149,7 +149,7 @@ def celery_autoscaler(settings: Settings, celery_app_path: str, queue: str, work
 
 
 def _spec_or_none(r: redis.Redis, service: str) -> Any:
-    from app import services
+    from app.queue import services
 
     try:
         return services.get(r, service)
@@ -158,8 +158,8 @@ def _spec_or_none(r: redis.Redis, service: str) -> Any:
 
 
 def _recovery(r: redis.Redis, me: str) -> Any:
-    """One lease-expiry recovery pass under the workers' shared recovery lock (workers/recovery.py)."""
-    from workers import recovery
+    """One lease-expiry recovery pass under the workers' shared recovery lock (app/queue/recovery.py)."""
+    from app.queue import recovery
 
     send = recovery.celery_sender()
 
@@ -171,8 +171,8 @@ def _recovery(r: redis.Redis, me: str) -> Any:
 
 
 def _requeue_dead(r: redis.Redis) -> Any:
-    """Requeue a local worker's requests the moment it is confirmed dead (workers/recovery.py)."""
-    from workers import recovery
+    """Requeue a local worker's requests the moment it is confirmed dead (app/queue/recovery.py)."""
+    from app.queue import recovery
 
     send = recovery.celery_sender()
     return lambda worker, service: recovery.requeue_dead(r, worker, service, send)

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from autoscale.target_wait import KEEP_IDLE, PRIOR_START, Pool, RunTimes, workers_for_target
 
 if TYPE_CHECKING:  # pragma: no cover
-    from app.specs import ServiceSpec
+    from app.core.specs import ServiceSpec
 
 __all__ = ["AutoscalerConfig", "Decision", "Observation", "PolicyState", "RunTimes", "WorkerView", "choose_victims", "decide"]
 

@@ -1,7 +1,7 @@
 """Rolling update: workers started with an older spec are replaced one at a time, no task cut.
 
 A worker bakes its spec in at start (command, env, init commands, user app ...); it registers
-:func:`app.services.spec_hash` of that spec (``workers/registry.py``). When a redeploy changes
+:func:`app.queue.services.spec_hash` of that spec (``app/queue/workers.py``). When a redeploy changes
 the hash, the controller rolls the outdated workers, one at a time, idle ones first:
 
 1. the worker being rolled is hidden from the policy's observation, so the policy, seeing one

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-from app.celery_app import celery_app
+from app.core.celery_app import celery_app
 from benchmarks import plain_app
 from workers.instance import run_worker
 

@@ -53,12 +53,12 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
 def use_world_in_this_process(env: dict[str, str]) -> None:
     """Point this process's settings, Redis clients and Celery app at a world's env.
 
-    The benchmark process enqueues through ``app.inqueue.put``, which reads the cached settings
+    The benchmark process enqueues through ``app.queue.put.put``, which reads the cached settings
     and the shared ``celery_app``: both must follow the world, not the caller's environment.
     """
-    from app import connections
-    from app.celery_app import celery_app, celery_config
-    from app.settings import get_settings
+    from app.core import connections
+    from app.core.celery_app import celery_app, celery_config
+    from app.core.settings import get_settings
     from benchmarks import plain_app
 
     for k, v in env.items():
@@ -107,7 +107,7 @@ class World:
 
     @property
     def r(self) -> redis.Redis:
-        from app.connections import state_redis
+        from app.core.connections import state_redis
 
         return state_redis()
 
@@ -117,8 +117,8 @@ class World:
 
     def deploy_command_service(self, base: str) -> Any:
         """Register a plain command service (1 worker thread) and return its spec."""
-        from app import services
-        from app.specs import parse_spec
+        from app.queue import services
+        from app.core.specs import parse_spec
 
         spec = parse_spec({"metadata": {"name": self.name(base)}})
         services.save(self.r, spec)
@@ -152,7 +152,7 @@ class World:
         return self._spawn(argv, "plain")
 
     def wait_scalejob_idle(self, service: str, n: int, timeout: float = 60) -> None:
-        from workers.registry import list_workers
+        from app.queue.workers import list_workers
 
         wait_for(lambda: len([w for w in list_workers(self.r, service) if w.state == "idle"]) >= n, timeout,
                  what=f"{n} idle scalejob workers of {service}")

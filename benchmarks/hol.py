@@ -1,7 +1,7 @@
 """Head-of-line blocking: 2 workers, one long task, then short tasks right behind it.
 
 ``python -m benchmarks.hol`` — scalejob workers (real ``scalejob worker`` processes, tasks put
-with ``app.inqueue.put``, times from the request records) against plain Celery with its defaults
+with ``app.queue.put.put``, times from the request records) against plain Celery with its defaults
 (prefetch multiplier 4, ack on receipt, prefork pool, concurrency 1, 2 worker processes) on the
 same broker, in the same run. Both sides run the same shell commands (``sleep 2`` / ``sleep 0.05``).
 
@@ -75,8 +75,8 @@ def summarize(spans: list[Span], n_workers: int) -> dict[str, float]:
 
 
 def run_scalejob(w: World, shorts: int) -> list[Span]:
-    from app import records
-    from app.inqueue import put
+    from app.queue import records
+    from app.queue.put import put
 
     spec = w.deploy_command_service("hol")
     names = [f"{spec.name}-{i}@bench" for i in range(2)]
@@ -92,7 +92,7 @@ def run_scalejob(w: World, shorts: int) -> list[Span]:
 
 
 def run_plain(w: World, shorts: int) -> list[Span]:
-    from app import keys
+    from app.core import keys
     from benchmarks.plain_app import defaults
 
     queue = w.name("hol-plain")

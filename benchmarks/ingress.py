@@ -36,7 +36,7 @@ def pct(values: list[float], p: float) -> float:
 
 
 def wait_started(r, rid: str, timeout: float = 10.0, field: str = "started_at") -> float:  # noqa: ANN001
-    from app import keys
+    from app.core import keys
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -71,7 +71,7 @@ def latency_http(base: str, service: str, r, samples: int, answered: list[float]
 
 
 def latency_celery(service: str, r, samples: int) -> list[float]:  # noqa: ANN001
-    from app.celery_app import celery_app
+    from app.core.celery_app import celery_app
 
     out = []
     for _ in range(samples):
@@ -147,7 +147,7 @@ def rate_wrk(port: int, service: str, clients: int, seconds: float) -> int:
 
 
 def rate_celery(service: str, clients: int, seconds: float) -> int:
-    from app.celery_app import celery_app
+    from app.core.celery_app import celery_app
 
     counts = [0] * clients
     stop = time.monotonic() + seconds
@@ -181,9 +181,9 @@ def main() -> None:
     env = {**os.environ, "SCALEJOB_BROKER_URL": args.redis, "SCALEJOB_REDIS_URL": args.redis, "SCALEJOB_KEY_PREFIX": prefix,
            "SCALEJOB_DATA_DIR": f"/tmp/{prefix}", "SCALEJOB_ADMIN_TOKEN": "bench-admin", "PYTHONPATH": str(ROOT)}
     os.environ.update({k: env[k] for k in ("SCALEJOB_BROKER_URL", "SCALEJOB_REDIS_URL", "SCALEJOB_KEY_PREFIX", "SCALEJOB_DATA_DIR")})
-    from app import services
-    from app.connections import state_redis
-    from app.specs import parse_spec
+    from app.queue import services
+    from app.core.connections import state_redis
+    from app.core.specs import parse_spec
 
     r = state_redis()
     service = f"bench-{uuid.uuid4().hex[:6]}"
@@ -235,7 +235,7 @@ def main() -> None:
                 p.wait(10)
             except subprocess.TimeoutExpired:
                 p.kill()
-        from app import keys
+        from app.core import keys
 
         for k in r.scan_iter(f"{prefix}:*"):
             r.delete(k)

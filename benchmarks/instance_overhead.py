@@ -31,8 +31,8 @@ FRESH_PY = "import subprocess; subprocess.run(['/bin/sh', '-c', 'true'])"
 
 
 def scalejob_long_lived(w: World, n: int) -> list[float]:
-    from app import records
-    from app.inqueue import put
+    from app.queue import records
+    from app.queue.put import put
 
     spec = w.deploy_command_service("ovh")
     w.scalejob_worker(spec.name, f"{spec.name}@bench")
@@ -48,7 +48,7 @@ def scalejob_long_lived(w: World, n: int) -> list[float]:
 
 
 def _plain_end(w: World, run: str, tid: str) -> float:
-    from app import keys
+    from app.core import keys
 
     return float(json.loads(wait_until(lambda: w.r.hget(keys.bench(run), tid), 60, f"plain task {tid}", 0.002))["end"])
 

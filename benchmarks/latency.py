@@ -4,12 +4,12 @@
 
 One idle worker; tasks are sent one at a time (the next only after the previous finished), so
 each figure is pure start latency, never queueing. Per broker:
-- scalejob: ``app.inqueue.put`` of a command task, to the record's ``started_at`` (lease taken,
+- scalejob: ``app.queue.put.put`` of a command task, to the record's ``started_at`` (lease taken,
   state running: the instant before the command is spawned), and to the command itself running
   (payload ``date +%s.%N``: the user's process printing its first line).
 - plain Celery (same Celery settings, threads pool, concurrency 1): ``send_task`` to the task
   body's first line.
-The embedded Redis is started by ``app.embedded.ensure_embedded`` in a temp dir (AOF on,
+The embedded Redis is started by ``app.core.embedded.ensure_embedded`` in a temp dir (AOF on,
 appendfsync everysec) and stopped afterwards.
 """
 
@@ -26,8 +26,8 @@ from benchmarks.common import DEFAULT_REDIS, World, markdown_table, percentile, 
 
 
 def scalejob_latencies(w: World, n: int) -> dict[str, list[float]]:
-    from app import records
-    from app.inqueue import put
+    from app.queue import records
+    from app.queue.put import put
 
     spec = w.deploy_command_service("lat")
     w.scalejob_worker(spec.name, f"{spec.name}@bench")
@@ -43,7 +43,7 @@ def scalejob_latencies(w: World, n: int) -> dict[str, list[float]]:
 
 
 def plain_latencies(w: World, n: int) -> dict[str, list[float]]:
-    from app import keys
+    from app.core import keys
     from benchmarks.plain_app import tuned
 
     queue, run = w.name("lat-plain"), uuid.uuid4().hex
@@ -69,7 +69,7 @@ def measure(redis_url: str, n: int) -> dict[str, dict[str, float]]:
 
 def run(redis_url: str = DEFAULT_REDIS, n: int = 100) -> dict:
     """Start latency on the embedded Redis and on ``redis_url``."""
-    from app.embedded import ensure_embedded, stop_embedded
+    from app.core.embedded import ensure_embedded, stop_embedded
 
     with tempfile.TemporaryDirectory(prefix="scalejob-lat-emb-") as tmp:
         server = ensure_embedded(Path(tmp))

@@ -20,10 +20,10 @@ from typing import Any
 from celery import Celery, Task
 from celery.signals import worker_ready
 
-from app import keys
-from app.celery_app import celery_config
-from app.connections import endpoints, state_redis
-from app.settings import get_settings
+from app.core import keys
+from app.core.celery_app import celery_config
+from app.core.connections import endpoints, state_redis
+from app.core.settings import get_settings
 
 
 def ready_key(hostname: str) -> str:

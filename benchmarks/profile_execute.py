@@ -2,7 +2,7 @@
 
 ``python -m benchmarks.profile_execute [REDIS_URL] [-n N] [--command CMD]``
 
-Runs ``execute()`` N times on requests put with ``app.inqueue.put`` (no Celery delivery, so
+Runs ``execute()`` N times on requests put with ``app.queue.put.put`` (no Celery delivery, so
 only scalejob's own work is measured) and reports:
 - Redis round trips per task, by command (a pipeline counts once): the bookkeeping cost;
 - the wall-time share of the parts of ``execute()`` (cProfile, cumulative): spawn, wait for the
@@ -26,7 +26,7 @@ from redis.client import Pipeline
 from benchmarks.common import DEFAULT_REDIS, markdown_table, world
 
 PARTS = {  # label -> (file suffix, function) whose cumulative time is reported
-    "spawn the command (spawn server round trip)": ("workers/spawner.py", "spawn"),
+    "spawn the command (spawn server round trip)": ("workers/process/spawner.py", "spawn"),
     "wait for the command to exit and read its output": ("workers/command.py", "ready"),
     "Redis round trips (redis-py execute_command + pipelines)": ("redis/retry.py", "call_with_retry"),
     "run_command total": ("workers/command.py", "run_command"),
@@ -56,8 +56,9 @@ def count_round_trips() -> Iterator[Counter[str]]:
 
 
 def run(redis_url: str = DEFAULT_REDIS, n: int = 40, command: str = "true") -> dict:
-    from app.inqueue import put
-    from workers import command as command_mod, spawner, tasks
+    from app.queue.put import put
+    from workers import command as command_mod, tasks
+    from workers.process import spawner
 
     spawner.start(command_mod.REAPER)  # as in a `scalejob worker`: shells spawned by the spawn server
 

@@ -38,8 +38,8 @@ GRACE = 1.0
 
 
 def _deploy(w: World, **autoscaler: Any) -> Any:
-    from app import services
-    from app.specs import parse_spec
+    from app.queue import services
+    from app.core.specs import parse_spec
 
     spec = parse_spec({"metadata": {"name": w.name("react")}, "autoscaler": autoscaler})
     services.save(w.r, spec)
@@ -47,25 +47,25 @@ def _deploy(w: World, **autoscaler: Any) -> Any:
 
 
 def _workers(w: World, service: str, *states: str) -> list[Any]:
-    from workers.registry import list_workers
+    from app.queue.workers import list_workers
 
     return [x for x in list_workers(w.r, service) if not states or x.state in states]
 
 
 def _started(w: World, rid: str) -> float:
-    from app import records
+    from app.queue import records
 
     return wait_until(lambda: (rec := records.get(w.r, rid)) and rec.started_at, 60, f"request {rid} to start")
 
 
 def _done(w: World, rid: str) -> Any:
-    from app import records
+    from app.queue import records
 
     return wait_until(lambda: (rec := records.get(w.r, rid)) and rec.done and rec, 60, f"request {rid} to finish", 0.01)
 
 
 def _local_pids(w: World) -> set[int]:
-    from app import keys
+    from app.core import keys
 
     return {json.loads(v)["pid"] for v in w.r.hvals(keys.local_workers())}
 
@@ -88,7 +88,7 @@ def _alive(pids: set[int]) -> set[int]:
 def _autoscaler(w: World, *args: str) -> Iterator[None]:
     """A leading ``scalejob autoscale`` for the block; stopped with SIGTERM after it, which
     stops its workers too (a template-forked worker is not in the autoscaler's process tree)."""
-    from app import keys
+    from app.core import keys
 
     proc = w._spawn(python_argv("-m", "app.cli", "autoscale", *args), "autoscaler")
     wait_until(lambda: (v := w.r.get(keys.autoscaler_lock())) and f":{proc.pid}:" in v.decode(), 30, "autoscaler to lead", 0.05)
@@ -101,8 +101,8 @@ def _autoscaler(w: World, *args: str) -> Iterator[None]:
 
 def scalejob_cold_at_zero(w: World, n: int, fork: bool = True) -> tuple[list[float], list[float], list[float]]:
     """(reaction, to_zero decision after the last task, worker exit after the last task)."""
-    from app.inqueue import put
-    from autoscale import history
+    from app.queue.put import put
+    from app.queue import decisions as history
 
     spec = _deploy(w, min=0, max=4, strategies={"avg_waiting_length": 1},
                    behavior={"onZero": {"scaleDownGracePeriodSeconds": GRACE}, "scaleDown": {"stabilizationWindowSeconds": 0.5}})
@@ -122,7 +122,7 @@ def scalejob_cold_at_zero(w: World, n: int, fork: bool = True) -> tuple[list[flo
 
 
 def scalejob_cold_saturated(w: World, n: int) -> list[float]:
-    from app.inqueue import put
+    from app.queue.put import put
 
     spec = _deploy(w, min=1, max=4, strategies={"avg_waiting_length": 1},
                    behavior={"scaleDown": {"stabilizationWindowSeconds": 0.2}})
@@ -141,7 +141,7 @@ def scalejob_cold_saturated(w: World, n: int) -> list[float]:
 
 
 def scalejob_warm(w: World, n: int) -> list[float]:
-    from app.inqueue import put
+    from app.queue.put import put
 
     spec = _deploy(w, min=0, max=4, strategies={"avg_waiting_length": 1},
                    behavior={"warmStandby": 1, "onZero": {"scaleDownGracePeriodSeconds": GRACE}, "scaleDown": {"stabilizationWindowSeconds": 0.2}})
@@ -157,7 +157,7 @@ def scalejob_warm(w: World, n: int) -> list[float]:
 
 
 def _plain_start(w: World, run: str, task_id: str) -> float:
-    from app import keys
+    from app.core import keys
 
     return wait_until(lambda: (v := w.r.hget(keys.bench(run), task_id)) and json.loads(v)["start"], 60, f"plain task {task_id}")
 
@@ -202,7 +202,7 @@ def celery_autoscale(w: World, n: int) -> tuple[list[float], list[float]]:
 
 
 def _plain_end(w: World, run: str, task_id: str) -> float:
-    from app import keys
+    from app.core import keys
 
     return wait_until(lambda: (v := w.r.hget(keys.bench(run), task_id)) and json.loads(v)["end"], 60, f"plain task {task_id} end")
 

@@ -69,7 +69,7 @@ def kill_tree(proc: Any) -> None:
 
 
 def scalejob_rounds(w: World, kills: int) -> list[float]:
-    from app.inqueue import put
+    from app.queue.put import put
 
     spec = w.deploy_command_service("rec")
     marks = w.tmp / "marks"
@@ -80,7 +80,7 @@ def scalejob_rounds(w: World, kills: int) -> list[float]:
     for i in range(kills):
         token = uuid.uuid4().hex[:8]
         _, rid = put(w.r, spec, "command", job(marks, token).encode())
-        from app import records
+        from app.queue import records
 
         holder = wait_for(lambda: (rec := records.get(w.r, rid)) and rec.state == "running" and rec.worker, 30, what="job start")
         wait_for((marks / f"{token}.first").exists, 10, what="first run")
@@ -98,10 +98,10 @@ def scalejob_rounds(w: World, kills: int) -> list[float]:
 
 def local_rounds(w: World, kills: int) -> list[float]:
     """Workers of a real ``scalejob autoscale`` (local backend, template forks): SIGKILL of the worker tree."""
-    from app import records, services
-    from app.inqueue import put
-    from app.specs import parse_spec
-    from workers.registry import list_workers
+    from app.queue import records, services
+    from app.queue.put import put
+    from app.core.specs import parse_spec
+    from app.queue.workers import list_workers
 
     spec = parse_spec({"metadata": {"name": w.name("reclocal")}, "autoscaler": {"min": 2, "max": 2}})
     services.save(w.r, spec)
@@ -175,7 +175,7 @@ def summary(times: list[float]) -> tuple[int, float, float, float]:
 
 
 def run(kills: int = 10, amqp: str | None = AMQP) -> dict[str, Any]:
-    from app.settings import get_settings
+    from app.core.settings import get_settings
     from benchmarks import plain_app
 
     out: dict[str, Any] = {}

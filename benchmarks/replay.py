@@ -151,7 +151,7 @@ def _policy_name(target: Target) -> str:
 
 def predict(row: Row, target: Target, trace: list[tuple[float, float]], opts: Options) -> None:
     """The simulator on the same compressed trace, policy config and measured worker start time."""
-    from app.specs import parse_spec
+    from app.core.specs import parse_spec
     from autoscale.config import from_spec
 
     assert target.spec_cfg is not None
@@ -176,7 +176,7 @@ class _NoRunTimes(ScalejobPolicy):
 
 def target_supported() -> bool:
     """Whether this checkout's spec knows ``strategies.target_wait_seconds`` (issue 18, item 1)."""
-    from app.specs import SpecError, parse_spec
+    from app.core.specs import SpecError, parse_spec
 
     try:
         parse_spec({"metadata": {"name": "probe"}, "autoscaler": {"strategies": {"target_wait_seconds": 5}}})

@@ -150,10 +150,11 @@ def autoscaler_block(policy: dict[str, float], max_workers: int, grace: float, w
 @contextmanager
 def scalejob_up(w: World, label: str, autoscaler: dict[str, Any], settle_cap: float) -> Iterator[Target]:
     """A real ``scalejob up SPEC`` (API, autoscaler forking workers from its template) on the world's Redis."""
-    from app import keys, records
-    from app.inqueue import put
-    from app.specs import parse_spec
-    from workers.registry import list_workers
+    from app.core import keys
+    from app.queue import records
+    from app.queue.put import put
+    from app.core.specs import parse_spec
+    from app.queue.workers import list_workers
 
     raw = {"metadata": {"name": w.name("replay")}, "autoscaler": autoscaler}
     spec = parse_spec(raw)
@@ -200,7 +201,7 @@ def scalejob_up(w: World, label: str, autoscaler: dict[str, Any], settle_cap: fl
 @contextmanager
 def celery_worker(w: World, label: str, pool_flag: str, floor: int, settle_cap: float) -> Iterator[Target]:
     """A plain ``celery worker`` of ``benchmarks.plain_app:defaults`` (Celery as it comes, prefork)."""
-    from app import keys
+    from app.core import keys
     from benchmarks.plain_app import defaults
 
     queue, run = w.name("replayq"), uuid.uuid4().hex

@@ -70,8 +70,8 @@ VARIANTS = (
 
 def measure_scalejob(w: World, v: Variant) -> float:
     """Fill a fresh service's queue with ``v.n`` ``true`` commands, start one worker, time it."""
-    from app import keys
-    from app.inqueue import put
+    from app.core import keys
+    from app.queue.put import put
 
     spec = w.deploy_command_service("tp")
     ids = [put(w.r, spec, "command", b"true")[1] for _ in range(v.n)]
@@ -88,7 +88,7 @@ def measure_scalejob(w: World, v: Variant) -> float:
 
 def measure_plain(w: World, v: Variant) -> float:
     """Same procedure with a plain Celery worker of the ``tuned`` app (scalejob's settings)."""
-    from app import keys
+    from app.core import keys
     from benchmarks import plain_app
 
     app = getattr(plain_app, v.app)
@@ -107,7 +107,7 @@ def measure_plain(w: World, v: Variant) -> float:
 
 def measure_scalejob_bare(w: World, v: Variant) -> float:
     """The plain ``bench.count`` task, sent to a service's queue and run by a real scalejob worker."""
-    from app import keys
+    from app.core import keys
     from benchmarks.plain_app import tuned
 
     spec, run = w.deploy_command_service("tp-bare"), uuid.uuid4().hex

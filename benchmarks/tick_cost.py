@@ -46,7 +46,7 @@ def fill_queue(r, queue: str, n: int) -> None:  # noqa: ANN001
 
 
 def register_workers(r, service: str, n: int) -> None:  # noqa: ANN001
-    from workers import registry
+    from app.queue import workers as registry
 
     for i in range(n):
         name = f"{service}-fake{i}@bench"
@@ -68,10 +68,11 @@ def _settle(ctl: Any) -> None:
 
 
 def measure(ticks: int, workers: int, sizes: list[int], rounds: int, redis_url: str) -> list[list[object]]:
-    from app import keys, services
-    from app.celery_app import celery_app
-    from app.connections import endpoints
-    from app.specs import parse_spec
+    from app.core import keys
+    from app.queue import services
+    from app.core.celery_app import celery_app
+    from app.core.connections import endpoints
+    from app.core.specs import parse_spec
     from autoscale.backends.local import LocalBackend
     from autoscale.controller import Controller, ScalejobTargets
     from autoscale.metrics.broker import BrokerDepth
@@ -109,8 +110,8 @@ def measure(ticks: int, workers: int, sizes: list[int], rounds: int, redis_url: 
 
 def _with_actions(r, ctl: Any, backend: Any, raw: dict[str, Any], service: str, workers: int, rounds: int) -> list[list[object]]:  # noqa: ANN001
     """Rounds of (spawn 2, stop 2) ticks; ``max`` is switched by the target list, so no spec is re-parsed in a tick."""
-    from app import keys
-    from app.specs import parse_spec
+    from app.core import keys
+    from app.core.specs import parse_spec
     from autoscale.controller import Target
     from autoscale.policy import AutoscalerConfig
 

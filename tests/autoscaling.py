@@ -35,13 +35,13 @@ class Autoscalers:
         return proc
 
     def wait_leader(self, proc: Proc, timeout: float = 20) -> None:
-        from app import keys
+        from app.core import keys
 
         wait_for(lambda: (v := self.stack.r.get(keys.autoscaler_lock())) and f":{proc.pid}:" in v.decode(), timeout, what=f"autoscaler {proc.pid} to lead")
 
     def local(self) -> dict[str, dict[str, Any]]:
         """The local backend's process records: worker name -> {pid, service, ...}."""
-        from app import keys
+        from app.core import keys
 
         out = {k.decode(): json.loads(v) for k, v in self.stack.r.hgetall(keys.local_workers()).items()}
         self.worker_pids.update({n: int(rec["pid"]) for n, rec in out.items()})
@@ -53,7 +53,7 @@ class Autoscalers:
         return {pid for name, pid in self.worker_pids.items() if _is_worker(pid, name)}
 
     def decisions(self, service: str) -> list[dict[str, Any]]:
-        from autoscale import history
+        from app.queue import decisions as history
 
         return history.recent(self.stack.r, service, 500)
 

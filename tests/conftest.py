@@ -42,8 +42,8 @@ def amqp_reachable() -> bool:
 
 def reset_caches() -> None:
     """Forget per-process cached settings and clients after the environment changed."""
-    from app import connections
-    from app.settings import get_settings
+    from app.core import connections
+    from app.core.settings import get_settings
 
     get_settings.cache_clear()
     connections.endpoints.cache_clear()
@@ -57,7 +57,7 @@ def redis_base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if _reachable(MACHINE_REDIS):
         yield f"{MACHINE_REDIS}/{db}"
         return
-    from app.embedded import ensure_embedded, stop_embedded
+    from app.core.embedded import ensure_embedded, stop_embedded
 
     server = ensure_embedded(tmp_path_factory.mktemp("embedded"))
     yield f"redis://127.0.0.1:{server.port}/{db}"
@@ -93,8 +93,8 @@ class Stack:
         return f"{base}-{uuid.uuid4().hex[:6]}"
 
     def deploy(self, spec: dict[str, Any]) -> Any:
-        from app import services
-        from app.specs import parse_spec
+        from app.queue import services
+        from app.core.specs import parse_spec
 
         parsed = parse_spec(spec)
         services.save(self.r, parsed)
@@ -113,7 +113,7 @@ class Stack:
         return proc
 
     def workers(self, service: str) -> list[Any]:
-        from workers.registry import list_workers
+        from app.queue.workers import list_workers
 
         return list_workers(self.r, service)
 
@@ -125,13 +125,13 @@ class Stack:
         return wait_for(ready, timeout, what=f"{n} {state or ''} workers of {service}")
 
     def put(self, spec: Any, task_type: str, payload: bytes | str, **kw: Any) -> str:
-        from app.inqueue import put
+        from app.queue.put import put
 
         data = payload.encode() if isinstance(payload, str) else payload
         return put(self.r, spec, task_type, data, **kw)[1]
 
     def record(self, request_id: str) -> Any:
-        from app import records
+        from app.queue import records
 
         return records.get(self.r, request_id)
 
@@ -139,7 +139,7 @@ class Stack:
         return wait_for(lambda: (rec := self.record(request_id)) and rec.done and rec, timeout, what=f"request {request_id} to finish")
 
     def sink(self, service: str) -> list[Any]:
-        from app import sink
+        from app.queue import output as sink
 
         return sink.read(self.r, service, 0, 100_000)
 
@@ -166,8 +166,8 @@ def in_this_process(s: Stack, monkeypatch: pytest.MonkeyPatch, *extra: str) -> I
 
 def _point_celery_at(broker_url: str) -> None:
     """The test process sends tasks too: make the shared Celery app use this session's broker."""
-    from app.celery_app import celery_app, celery_config
-    from app.settings import get_settings
+    from app.core.celery_app import celery_app, celery_config
+    from app.core.settings import get_settings
 
     if celery_app.conf.broker_url != broker_url:
         import kombu.pools

@@ -1,13 +1,13 @@
 """A fake NVML for machines without a GPU: devices whose state the test sets directly.
 
-Implements :class:`autoscale.metrics.nvml.NvmlSource`; the real one is ``RealNvml``.
+Implements :class:`app.core.nvml.NvmlSource`; the real one is ``RealNvml``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from autoscale.metrics.nvml import DeviceSample
+from app.core.nvml import DeviceSample
 
 GiB = 1024**3
 

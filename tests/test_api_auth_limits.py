@@ -141,7 +141,8 @@ def test_malformed_params_are_400_or_422_with_json_detail(stack: Stack, api: Api
 def test_services_admin_routes_issue_tenant_tokens_and_show_live_stats(stack: Stack, api: ApiServer) -> None:
     import json
 
-    from app import auth, keys
+    from app.api import auth
+    from app.core import keys
 
     name = stack.service_name("adm")
     with api.client(ADMIN_TOKEN) as http:

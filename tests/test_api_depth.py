@@ -1,4 +1,4 @@
-"""app.depth: messages waiting on the broker, on Redis (kombu priority lists) and on RabbitMQ."""
+"""app.queue.depth: messages waiting on the broker, on Redis (kombu priority lists) and on RabbitMQ."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import uuid
 import pytest
 from kombu import Connection, Exchange, Queue
 
-from app import depth
+from app.queue import depth
 from tests.conftest import AMQP_URL, Stack, amqp_reachable
 
 
 def test_waiting_counts_every_kombu_priority_list_on_redis(stack: Stack) -> None:
-    from app.celery_app import celery_app
+    from app.core.celery_app import celery_app
 
     spec = stack.deploy(stack.command_spec())
     if not stack.broker_url.startswith("redis"):

@@ -10,7 +10,7 @@ import time
 import httpx
 import psutil
 
-from app.sdk import _sse_events
+from app.eas.client import _sse_events
 from tests.apiserver import ApiServer, api  # noqa: F401
 from tests.conftest import Stack
 from tests.helpers import ROOT, free_port, wait_for
@@ -47,7 +47,7 @@ def put(api: ApiServer, service: str, payload: str, task_type: str = "command") 
 
 
 def test_live_log_lines_arrive_over_sse_and_watch_before_the_command_exits(stack: Stack, api: ApiServer) -> None:
-    from app.sdk import QueueClient
+    from app.eas.client import QueueClient
 
     spec = stack.deploy(stack.command_spec(token=TOKEN))
     stack.start_worker(spec.name)

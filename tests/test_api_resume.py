@@ -6,7 +6,7 @@ import json
 import threading
 import time
 
-from app import queues
+from app.queue import streams as queues
 from tests.apiserver import ApiServer, api, eas_python, spawn_eas  # noqa: F401
 from tests.conftest import Stack
 from tests.helpers import wait_for

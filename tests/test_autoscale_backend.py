@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("kubernetes", reason="the k8s extra is not installed (pip install 'scalejob[k8s]')")
 
-from app.settings import Settings  # noqa: E402
+from app.core.settings import Settings  # noqa: E402
 from autoscale.backends.kubernetes import KubernetesBackend, deployment_name  # noqa: E402
 from tests.conftest import Stack  # noqa: E402
 from tests.fake_k8s import FakeKube  # noqa: E402

@@ -136,7 +136,7 @@ def test_a_killed_autoscaler_is_replaced_by_the_standby_which_adopts_its_workers
 
     third.signal(15)  # graceful exit: its workers get a warm shutdown, nothing is left behind
     assert third.wait(timeout=30) == 0
-    from app import keys
+    from app.core import keys
 
     assert autoscalers.live_worker_pids(spec.name) == set() and not stack.r.hlen(keys.local_workers())
     assert stack.workers(spec.name) == []
@@ -172,10 +172,10 @@ def test_a_new_leader_finishes_a_scale_in_its_dead_predecessor_began(stack: Stac
     autoscaler died) and drained the way a leader drains it: ``cancel_consumer`` plus the
     registry state. The next leader must let its task finish, then shut it down.
     """
-    from app import keys
-    from app.celery_app import celery_app
+    from app.core import keys
+    from app.core.celery_app import celery_app
     from autoscale.scalein import Control
-    from workers import registry
+    from app.queue import workers as registry
 
     spec = stack.deploy(autoscaled_spec(stack, min=0, max=1))
     worker = stack.start_worker(spec.name, name=f"{spec.name}-byhand@test")

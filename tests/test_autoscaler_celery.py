@@ -25,7 +25,7 @@ def test_plain_celery_workers_scale_up_drain_to_completion_and_back_to_zero(stac
         "--min", "0", "--max", "3", "--avg-waiting-length", "2", "--grace", str(GRACE), "--stabilization", "0.5",
         env=env,
     )
-    from app import keys
+    from app.core import keys
 
     wait_for(lambda: stack.r.exists(keys.autoscaler_lock() + f":celery:{queue}"), 20, what="plain autoscaler to lead")
     log_path = stack.tmp / "plain.log"

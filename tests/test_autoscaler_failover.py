@@ -48,7 +48,7 @@ def live(service: str) -> set[int]:
 
 def leader(stack: Stack, start_timeout: float = 60.0) -> Any:
     """A new autoscaler that takes the lock (a new term) and adopts what the last one left, as ``serve`` does."""
-    from app.settings import get_settings
+    from app.core.settings import get_settings
     from autoscale.main import scalejob_autoscaler
 
     scaler = scalejob_autoscaler(get_settings(), fork=False)
@@ -73,7 +73,7 @@ def tick(scaler: Any) -> list[dict[str, Any]]:
 
 def die(scaler: Any, stack: Stack) -> None:
     """The leader is SIGKILLed: it writes nothing more, and its lock runs out."""
-    from app import keys
+    from app.core import keys
 
     stack.r.delete(keys.autoscaler_lock())
 
@@ -96,7 +96,7 @@ def spawns(entries: list[dict[str, Any]], service: str) -> list[str]:
 
 
 def test_a_spawn_recorded_but_not_forked_counts_until_it_is_given_up_and_is_not_doubled(stack: Stack, service: Any) -> None:
-    from app import keys
+    from app.core import keys
     from autoscale.backends.local import LocalProc
 
     old = leader(stack)
@@ -124,7 +124,7 @@ def test_a_spawn_recorded_but_not_forked_counts_until_it_is_given_up_and_is_not_
 
 
 def test_a_spawn_forked_but_not_recorded_with_its_pid_is_found_by_name_counted_and_reaped_if_it_never_registers(stack: Stack, service: Any) -> None:
-    from app import keys
+    from app.core import keys
     from autoscale.backends.local import LocalProc
 
     old = leader(stack)

@@ -16,7 +16,7 @@ from tests.helpers import wait_for
 
 
 def _controller(stack: Stack):  # noqa: ANN202
-    from app.settings import get_settings
+    from app.core.settings import get_settings
     from autoscale.main import scalejob_autoscaler
 
     scaler = scalejob_autoscaler(get_settings(), fork=False)
@@ -25,8 +25,8 @@ def _controller(stack: Stack):  # noqa: ANN202
 
 
 def test_every_decision_is_recorded_with_its_inputs_and_shown_by_status(stack: Stack) -> None:
-    from autoscale import history
-    from autoscale.status import status_table
+    from app.queue import decisions as history
+    from app.queue.status import status_table
 
     spec = stack.deploy(autoscaled_spec(stack, min=0, max=3))
     scaler = _controller(stack)
@@ -60,7 +60,7 @@ def _render(table: object) -> str:
 
 
 def test_decision_history_is_bounded(stack: Stack) -> None:
-    from autoscale import history
+    from app.queue import decisions as history
 
     for i in range(7):
         entry = {"at": time.time(), "inputs": {"waiting": i, "running": 0, "workers": {}}, "desired": i, "standby": 0,
@@ -70,7 +70,7 @@ def test_decision_history_is_bounded(stack: Stack) -> None:
 
 
 def test_adoption_ignores_dead_pids_and_pids_reused_by_other_processes(stack: Stack) -> None:
-    from app import keys
+    from app.core import keys
 
     r = stack.r
     host = socket.gethostname()
@@ -88,8 +88,8 @@ def test_adoption_ignores_dead_pids_and_pids_reused_by_other_processes(stack: St
 
 def test_a_registry_entry_lost_with_redis_comes_back_with_the_state_the_autoscaler_set(stack: Stack) -> None:
     """A Redis restart without persistence drops worker entries; a drained worker must not come back idle."""
-    from app import keys
-    from workers import registry
+    from app.core import keys
+    from app.queue import workers as registry
 
     name = f"{stack.service_name('lost')}@test"
     hb = registry.Heartbeat(stack.r, name, "svc-lost", state="idle")

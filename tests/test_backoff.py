@@ -1,10 +1,10 @@
-"""Crash-loop backoff schedule (autoscale/backoff.py): a table of (failures, now) -> wait."""
+"""Crash-loop backoff schedule (app/core/backoff.py): a table of (failures, now) -> wait."""
 
 from __future__ import annotations
 
 import pytest
 
-from autoscale.backoff import BackoffConfig, delay, should_reset, wait_left
+from app.core.backoff import BackoffConfig, delay, should_reset, wait_left
 
 CFG = BackoffConfig(initial=1.0, cap=300.0, reset_after=60.0)
 
@@ -53,6 +53,6 @@ def test_at_most_eight_starts_in_a_minute_even_when_each_fails_at_once() -> None
     (None, ("celery@w ready.",), False),  # forked and killed: no word of its own
 ])
 def test_only_a_worker_that_failed_by_itself_counts_toward_the_backoff(code: int | None, output: tuple[str, ...], counts: bool) -> None:
-    from autoscale.health import failed_by_itself
+    from app.queue.health import failed_by_itself
 
     assert failed_by_itself("svc", code, output) is counts

@@ -19,7 +19,7 @@ def _spawn_logs(stack: Stack, service: str) -> list[Path]:
 
 
 def _health(stack: Stack, service: str) -> dict:
-    from autoscale import health
+    from app.queue import health
 
     return health.view(stack.r, service)
 
@@ -68,7 +68,7 @@ def test_failing_init_command_backs_off_shows_the_reason_and_a_good_deploy_recov
 
 
 def test_a_cancelled_waiting_request_leaves_the_waiting_count_at_once(stack: Stack, api: ApiServer) -> None:
-    from app import tenants
+    from app.queue import tenants
 
     spec = stack.deploy(stack.command_spec())  # no worker: both wait
     keep, drop = stack.put(spec, "command", "echo keep"), stack.put(spec, "command", "echo drop")

@@ -102,7 +102,7 @@ def _service(stack: Stack, **autoscaler: Any) -> Any:
 @contextlib.contextmanager
 def kept_alive(stack: Stack, names: list[str]) -> Iterator[None]:
     """Heartbeat registry entries (as live workers would) while the block runs."""
-    from workers import registry
+    from app.queue import workers as registry
 
     stop = threading.Event()
 
@@ -173,7 +173,7 @@ def _decision(at: float, desired: int, rule: str, workers: int, waiting: int, ac
 
 
 def test_history_turns_decisions_into_chart_points_and_scale_events(stack: Stack, api: ApiServer) -> None:  # noqa: F811
-    from autoscale import history
+    from app.queue import decisions as history
 
     spec = _service(stack)
     now = time.time()
@@ -200,7 +200,7 @@ def test_history_turns_decisions_into_chart_points_and_scale_events(stack: Stack
 
 def test_chart_plots_each_changed_tick_of_a_repeated_decision_and_a_sample_every_few_seconds(stack: Stack, api: ApiServer) -> None:  # noqa: F811
     """The issue's case: one unchanged decision while waiting went 9 -> 6 -> 3 must not draw 4 (or 3) for all of it."""
-    from autoscale import history
+    from app.queue import decisions as history
 
     spec = _service(stack)
     now = time.time()
@@ -218,7 +218,7 @@ def test_chart_plots_each_changed_tick_of_a_repeated_decision_and_a_sample_every
 
 
 def test_service_page_shows_type_front_end_and_a_red_crash_loop_banner(stack: Stack, api: ApiServer, autoscalers: Autoscalers, tab: Tab) -> None:  # noqa: F811
-    from autoscale import health
+    from app.queue import health
 
     spec = stack.deploy({"containers": [{"init_commands": ["echo cannot find weights; exit 7"]}], "metadata": {"name": stack.service_name("badinit")},
                          "autoscaler": {"min": 0, "max": 1}})
@@ -266,8 +266,8 @@ def test_live_feed_sends_a_snapshot_then_only_changed_rows(stack: Stack, api: Ap
 
 # --- scale: 1,000 waiting requests and 50 workers -----------------------------------------------
 def test_pages_stay_fast_at_1000_waiting_requests_and_50_workers(stack: Stack, api: ApiServer, tab: Tab) -> None:  # noqa: F811
-    from app import inqueue
-    from workers import registry
+    from app.queue import put as inqueue
+    from app.queue import workers as registry
 
     spec = _service(stack)
     for i in range(1000):
@@ -321,10 +321,10 @@ def inprocess_api(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[str
 
 
 def test_workers_show_their_gpu_device_util_and_memory_or_no_gpu(stack: Stack, inprocess_api: str, browser: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from app import ui_data
+    from app.ui import data as ui_data
     from autoscale.metrics.gpu import GpuMonitor
     from tests.fake_nvml import GiB, FakeNvml
-    from workers import registry
+    from app.queue import workers as registry
 
     nvml = FakeNvml(2)
     nvml.devices[1].util, nvml.devices[1].mem_used = 73.0, 20 * GiB

@@ -6,7 +6,7 @@ import time
 import uuid
 from types import SimpleNamespace
 
-from app import keys
+from app.core import keys
 from autoscale import durations
 from autoscale.target_wait import RUN_TIMES_KEPT
 from tests.conftest import Stack

@@ -50,7 +50,7 @@ def test_eas_client_through_a_real_query_service(stack: Stack, api: ApiServer, e
 
 
 def test_celery_send_task_is_tracked_and_lands_in_the_output_queue(stack: Stack, api: ApiServer, eas_python: str) -> None:
-    from app.celery_app import celery_app
+    from app.core.celery_app import celery_app
 
     port = free_port()
     spec = stack.deploy({

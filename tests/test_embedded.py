@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from app.embedded import ensure_embedded, find_embedded, redis_server_binary, stop_embedded
+from app.core.embedded import ensure_embedded, find_embedded, redis_server_binary, stop_embedded
 from tests.helpers import ROOT, wait_for
 
 
@@ -40,7 +40,7 @@ def test_a_second_process_reuses_the_running_embedded_redis(tmp_path: Path) -> N
     server = ensure_embedded(tmp_path)
     try:
         code = (
-            "import json, pathlib; from app.embedded import ensure_embedded;"
+            "import json, pathlib; from app.core.embedded import ensure_embedded;"
             f"s = ensure_embedded(pathlib.Path({str(tmp_path)!r}));"
             "print(json.dumps({'port': s.port, 'started_here': s.started_here}))"
         )
@@ -54,7 +54,7 @@ def test_a_second_process_reuses_the_running_embedded_redis(tmp_path: Path) -> N
 def test_scalejob_resolves_to_the_embedded_redis_when_no_url_is_configured(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCALEJOB_")}
     env.update(SCALEJOB_DATA_DIR=str(tmp_path), PATH="/nonexistent")  # no redis-server on PATH
-    code = ("from app.connections import allow_embedded_start, endpoints; from app.embedded import find_embedded; import pathlib;"
+    code = ("from app.core.connections import allow_embedded_start, endpoints; from app.core.embedded import find_embedded; import pathlib;"
             f"allow_embedded_start(); e = endpoints(); print(e.broker_url, e.redis_url, find_embedded(pathlib.Path({str(tmp_path)!r})).url)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
     broker, state, found = out.stdout.split()
@@ -65,7 +65,7 @@ def test_scalejob_resolves_to_the_embedded_redis_when_no_url_is_configured(tmp_p
 
 def test_the_embedded_redis_needs_its_password_which_only_the_scalejob_user_can_read(tmp_path: Path) -> None:
     """Issue 13, finding 1: any local user could PING it, LPUSH a task, read every spec with its token."""
-    old = os.umask(0o077)  # as every scalejob process runs (app/private.py)
+    old = os.umask(0o077)  # as every scalejob process runs (app/core/private.py)
     try:
         server = ensure_embedded(tmp_path)
     finally:

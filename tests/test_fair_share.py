@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from app import keys, tenants
+from app.core import keys
+from app.queue import tenants
 from tests.conftest import Stack
 from tests.helpers import wait_for
 
@@ -81,7 +82,7 @@ def test_waiting_counts_every_tenant_queue(stack: Stack) -> None:
 
 
 def test_tenant_quota_refuses_the_put_over_max_waiting_with_429(stack: Stack) -> None:
-    from app.inqueue import PutError
+    from app.queue.put import PutError
 
     spec = stack.deploy(stack.command_spec(tenant_max_waiting=2))
     stack.put(spec, "command", "true", tenant="a")
@@ -93,7 +94,7 @@ def test_tenant_quota_refuses_the_put_over_max_waiting_with_429(stack: Stack) ->
 
 
 def test_bad_tenant_name_is_a_400(stack: Stack) -> None:
-    from app.inqueue import PutError
+    from app.queue.put import PutError
 
     spec = stack.deploy(stack.command_spec())
     with pytest.raises(PutError) as exc:
@@ -111,15 +112,15 @@ def test_a_worker_that_missed_the_broadcast_picks_the_tenant_up_by_polling(stack
 
 
 def _active_queues(name: str) -> set[str]:
-    from app.celery_app import celery_app
+    from app.core.celery_app import celery_app
 
     reply = celery_app.control.inspect(destination=[name], timeout=2).active_queues() or {}
     return {q["name"] for q in reply.get(name, [])}
 
 
 def test_a_draining_worker_stops_consuming_its_tenant_queues_too(stack: Stack) -> None:
-    from app.celery_app import celery_app
-    from workers.registry import set_state
+    from app.core.celery_app import celery_app
+    from app.queue.workers import set_state
 
     spec = stack.deploy(stack.command_spec())
     name = f"{spec.name}-d@test"

@@ -7,7 +7,7 @@ import subprocess
 import httpx
 import pytest
 
-from app.flower import FlowerAuthMissing, basic_auth, build
+from app.cli.flower import FlowerAuthMissing, basic_auth, build
 from tests.conftest import Stack
 from tests.helpers import ROOT, Proc, free_port, python_argv, wait_for
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from app.frontend import FrontendProcess
-from app.specs import load_spec
+from app.cli.frontend import FrontendProcess
+from app.core.specs import load_spec
 from tests.helpers import ROOT, wait_for
 
 EXAMPLE = ROOT / "deploy" / "examples" / "integrated.json"

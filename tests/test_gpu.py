@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pytest
 
 from autoscale.metrics.gpu import GpuMonitor, process_tree, with_gpu
-from autoscale.metrics.nvml import open_nvml
+from app.core.nvml import open_nvml
 from autoscale.policy import AutoscalerConfig, Observation, PolicyState, WorkerView, choose_victims, decide
 from tests.fake_nvml import GiB, FakeNvml
 
@@ -143,7 +143,7 @@ def test_no_driver_means_gpu_features_off_with_one_log_line(caplog: pytest.LogCa
         raise
     except Exception:  # noqa: BLE001
         pass
-    with caplog.at_level(logging.INFO, logger="autoscale.metrics.nvml"):
+    with caplog.at_level(logging.INFO, logger="app.core.nvml"):
         assert open_nvml() is None
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 1 and lines[0].startswith("GPU features off")

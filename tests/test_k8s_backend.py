@@ -13,7 +13,7 @@ pytest.importorskip("kubernetes", reason="the k8s extra is not installed (pip in
 
 from kubernetes import client  # noqa: E402
 
-from app.specs import parse_spec  # noqa: E402
+from app.core.specs import parse_spec  # noqa: E402
 from autoscale.backends.base import BackendError  # noqa: E402
 from autoscale.backends.kubernetes import DELETION_COST, KubernetesBackend, deployment_name, termination_grace  # noqa: E402
 from tests.fake_k8s import FakeKube  # noqa: E402

@@ -8,7 +8,8 @@ import subprocess
 
 import pytest
 
-from app import auth, services, tenants
+from app.api import auth
+from app.queue import services, tenants
 from tests.conftest import Stack
 from tests.helpers import ROOT, Proc, python_argv, wait_for
 
@@ -19,7 +20,7 @@ def cli(stack: Stack, *args: str, timeout: float = 60) -> subprocess.CompletedPr
 
 
 def test_delete_drain_runs_every_queued_task_then_removes_the_service(stack: Stack) -> None:
-    from app.inqueue import PutError
+    from app.queue.put import PutError
 
     spec = stack.deploy(stack.command_spec())
     ids = [stack.put(spec, "command", "sleep 0.2", tenant=t) for t in ("default", "a", "b")]

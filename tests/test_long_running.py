@@ -28,8 +28,8 @@ def point_celery_at(url: str) -> None:
     """Switch this process's sends to ``url`` mid-session (the producer pool is per connection)."""
     from kombu import pools
 
-    from app.celery_app import celery_app, celery_config
-    from app.settings import get_settings
+    from app.core.celery_app import celery_app, celery_config
+    from app.core.settings import get_settings
 
     celery_app.conf.update(celery_config(url, get_settings().visibility_timeout))  # settings may have changed too
     celery_app.pool.force_close_all()
@@ -195,7 +195,7 @@ def test_amqp_busy_slots_leave_extra_messages_in_the_broker(stack: Stack) -> Non
 
 def test_amqp_quorum_queues_on_request(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
     """SCALEJOB_AMQP_QUORUM=1: service queues are quorum queues; ack-on-start and the gate still hold."""
-    from app.settings import get_settings
+    from app.core.settings import get_settings
 
     monkeypatch.setenv("SCALEJOB_AMQP_QUORUM", "1")
     get_settings.cache_clear()

@@ -17,7 +17,7 @@ import pytest
 import typer.main
 import yaml
 
-from app.cli import cli
+from app.cli.main import cli
 from tests.helpers import ROOT
 
 kubernetes = pytest.importorskip("kubernetes")

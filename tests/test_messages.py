@@ -73,7 +73,7 @@ def test_a_request_id_that_would_reach_outside_its_directory_is_refused(stack: S
         spec = stack.deploy(stack.command_spec())
         worker = stack.start_worker(spec.name)
         stack.wait_workers(spec.name, 1, "idle")
-        from app.celery_app import celery_app
+        from app.core.celery_app import celery_app
 
         evil = f"../{victim_dir.name}/victim"
         celery_app.send_task("scalejob.command", kwargs={"service": spec.name, "payload": "true", "request_id": evil}, queue=f"scalejob.{spec.name}")
@@ -92,7 +92,7 @@ def test_a_message_for_another_service_on_this_services_queue_is_refused(stack: 
     b = stack.deploy(stack.command_spec())
     worker = stack.start_worker(b.name)
     stack.wait_workers(b.name, 1, "idle")
-    from app.celery_app import celery_app
+    from app.core.celery_app import celery_app
 
     celery_app.send_task("scalejob.command", kwargs={"service": a.name, "payload": "touch planted", "request_id": uuid.uuid4().hex},
                          queue=f"scalejob.{b.name}")

@@ -12,11 +12,11 @@ from pathlib import Path
 import psutil
 import redis
 
-from app.embedded import find_embedded
+from app.core.embedded import find_embedded
 from tests.conftest import Stack
 from tests.helpers import ROOT, python_argv, wait_for
 
-HOLD = "from app.connections import allow_embedded_start, endpoints; allow_embedded_start(); print(endpoints().redis_url, flush=True); import sys; sys.stdin.read()"
+HOLD = "from app.core.connections import allow_embedded_start, endpoints; allow_embedded_start(); print(endpoints().redis_url, flush=True); import sys; sys.stdin.read()"
 
 
 def _bare_env() -> dict[str, str]:

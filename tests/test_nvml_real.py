@@ -19,7 +19,7 @@ except pynvml.NVMLError as exc:
     pytest.skip(f"no NVIDIA driver here: pynvml.nvmlInit failed ({exc})", allow_module_level=True)
 
 from autoscale.metrics.gpu import GpuMonitor  # noqa: E402
-from autoscale.metrics.nvml import RealNvml, open_nvml  # noqa: E402
+from app.core.nvml import RealNvml, open_nvml  # noqa: E402
 
 @pytest.fixture
 def nvml() -> RealNvml:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.specs import parse_spec
+from app.core.specs import parse_spec
 from autoscale.policy import (
     AutoscalerConfig,
     Decision,

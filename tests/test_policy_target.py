@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.specs import parse_spec
+from app.core.specs import parse_spec
 from autoscale.config import from_spec
 from autoscale.policy import AutoscalerConfig, Observation, PolicyState, RunTimes, WorkerView, decide
 from autoscale.target_wait import AIM, KEEP_IDLE, PRIOR_START, Pool, estimate, starts_by, workers_for_target

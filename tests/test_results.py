@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from app.cli import readable
+from app.cli.main import readable
 from workers.query import QueryOutcome, body_fields, result_body
 
 

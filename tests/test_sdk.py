@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from app import eas_proto
-from app.sdk import AsyncQueueClient, QueueClient, QueueError, submit
+from app.eas import protocol as eas_proto
+from app.eas.client import AsyncQueueClient, QueueClient, QueueError, submit
 from tests.apiserver import ApiServer, api  # noqa: F401
 from tests.conftest import Stack
 

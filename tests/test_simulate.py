@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from app.cli import cli
+from app.cli.main import cli
 from autoscale.policy import AutoscalerConfig
 from autoscale.simulate import ScalejobPolicy, compare, hpa_policy, keda_policy, load_trace, plot, row, simulate
 

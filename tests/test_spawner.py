@@ -1,4 +1,4 @@
-"""The spawn server (workers/spawner.py + reaper.py --serve): each command's shell spawned by it.
+"""The spawn server (workers/process/spawner.py + reaper.py --serve): each command's shell spawned by it.
 
 Real processes only: a real server, real shells; the worker side is this test process.
 """
@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from tests.helpers import wait_for
-from workers import spawner
+from workers.process import spawner
 from workers.command import REAPER, run_command
 
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from app.services import spec_hash
-from app.specs import SpecError, json_schema, load_spec, parse_spec
+from app.queue.services import spec_hash
+from app.core.specs import SpecError, json_schema, load_spec, parse_spec
 from tests.helpers import ROOT
 
 EXAMPLES = sorted((ROOT / "deploy" / "examples").glob("*.json"))
@@ -162,7 +162,7 @@ def test_spec_hash_changes_only_for_what_needs_a_worker_restart() -> None:
 
 
 def _leaf_keys(model: Any, prefix: str = "") -> list[str]:
-    from app.specs import _submodel
+    from app.core.specs import _submodel
 
     out = []
     for name, field in model.model_fields.items():
@@ -173,7 +173,7 @@ def _leaf_keys(model: Any, prefix: str = "") -> list[str]:
 
 
 def test_every_key_is_documented() -> None:
-    from app.specs import ServiceSpec
+    from app.core.specs import ServiceSpec
 
     doc = (ROOT / "docs" / "service-spec.md").read_text()
     missing = [k for k in _leaf_keys(ServiceSpec) if f"`{k}`" not in doc]
@@ -229,7 +229,7 @@ def test_the_seed_examples_deploy_with_the_cli(stack) -> None:  # noqa: ANN001 -
 
 
 def test_deploy_prints_the_token_it_made_or_how_to_get_one(stack) -> None:  # noqa: ANN001 - tests.conftest.Stack
-    from app import auth
+    from app.api import auth
     from tests.helpers import python_argv
 
     path = Path(stack.tmp) / "s.json"

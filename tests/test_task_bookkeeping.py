@@ -1,4 +1,4 @@
-"""The two bookkeeping scripts of a task (workers/lifecycle.py) keep the guards of app/records.py.
+"""The two bookkeeping scripts of a task (workers/lifecycle.py) keep the guards of app/queue/records.py.
 
 Real Redis (the Stack's DB and key prefix); the scripts are called the way ``workers.tasks.execute``
 calls them, without a Celery delivery, so each guard is checked on its own.
@@ -9,7 +9,8 @@ from __future__ import annotations
 import time
 import uuid
 
-from app import keys, records, sink
+from app.core import keys
+from app.queue import records, output as sink
 from tests.conftest import Stack
 from workers import lifecycle
 

@@ -33,8 +33,8 @@ def test_150_long_polls_on_one_service_leave_puts_on_another_all_answered(stack:
 
 
 def test_near_the_memory_limit_a_put_answers_507_and_writes_nothing(stack: Stack, monkeypatch) -> None:  # noqa: ANN001
-    from app import keys
-    from app.inqueue import PutError, put
+    from app.core import keys
+    from app.queue.put import PutError, put
     from tests.conftest import reset_caches
 
     spec = stack.deploy(stack.command_spec())

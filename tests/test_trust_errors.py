@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from app import keys
+from app.core import keys
 from tests.apiserver import ADMIN_TOKEN, ApiServer, api  # noqa: F401 - fixture
 from tests.conftest import Stack, _point_celery_at, reset_caches
 from tests.helpers import free_port
 
 
 def test_a_put_while_the_broker_is_down_answers_503_and_leaves_no_record(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
-    from app.inqueue import PutError, put
+    from app.queue.put import PutError, put
 
     spec = stack.deploy(stack.command_spec())
     dead = f"amqp://guest:guest@127.0.0.1:{free_port()}//"

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.private import exposure
+from app.core.private import exposure
 from tests.helpers import Proc, free_port, python_argv, wait_for
 
 
@@ -31,7 +31,7 @@ def test_an_api_on_a_fresh_data_dir_makes_it_private_and_nobody_else_can_read_it
             assert peek.returncode != 0 and "denied" in peek.stderr.lower(), peek
     finally:
         api.kill_tree()
-        from app.embedded import find_embedded, stop_embedded
+        from app.core.embedded import find_embedded, stop_embedded
 
         found = find_embedded(data)
         if found is not None:

@@ -21,7 +21,9 @@ import httpx
 import pytest
 import redis
 
-from app import auth, keys, services
+from app.api import auth
+from app.core import keys
+from app.queue import services
 from tests.conftest import Stack, in_this_process
 from tests.helpers import Proc, free_port, python_argv, wait_for
 

@@ -11,7 +11,7 @@ import json
 
 import httpx
 
-from app import auth
+from app.api import auth
 from tests.apiserver import ADMIN_TOKEN, ApiServer, api  # noqa: F401 - fixture
 from tests.conftest import Stack
 from tests.helpers import wait_for
@@ -78,7 +78,7 @@ def test_two_tenants_of_one_service_see_and_touch_only_their_own_entries(stack: 
 
 def watch_request_ids(api: ApiServer, svc: str, token: str, want: str) -> set[str]:  # noqa: F811
     """Request ids a watcher of the output queue receives (auto-commit, shared group ``eas``) until it sees ``want``."""
-    from app.sdk import QueueClient
+    from app.eas.client import QueueClient
 
     q = QueueClient(api.host, f"{svc}/sink")
     q.set_token(token)

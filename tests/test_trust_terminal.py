@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
-from app.terminal import printable
+from app.core.terminal import printable
 from tests.conftest import Stack
 from tests.helpers import ROOT, python_argv
 

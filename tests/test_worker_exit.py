@@ -95,7 +95,7 @@ def test_a_lease_ttl_of_2s_recovers_a_worker_no_backend_owns_and_keeps_a_task_lo
 def test_the_lease_ttl_has_a_floor_and_a_heartbeat_that_keeps_up() -> None:
     from pydantic import ValidationError
 
-    from app.settings import Settings
+    from app.core.settings import Settings
 
     assert Settings(heartbeat_ttl=2).heartbeat_interval == 0.5
     assert Settings(heartbeat_ttl=5).heartbeat_interval == 1.0  # the old default pair

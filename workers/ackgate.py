@@ -5,7 +5,7 @@ Why: RabbitMQ (3.8.15+) closes a channel whose delivery stays unacked longer tha
 job of a few hours kills its worker and is redelivered forever. On ``amqp://`` brokers a
 scalejob task therefore acks its message as soon as it holds the request's lease: from then on
 the lease (renewed by the worker heartbeat) owns the job, and the recovery loop re-enqueues it
-from the request record if the worker dies (see ``workers/recovery.py``).
+from the request record if the worker dies (see ``app/queue/recovery.py``).
 
 Acking early frees the delivery's prefetch slot, and RabbitMQ would at once push the next
 message to the busy worker, where it would wait behind the running task while other workers

@@ -1,10 +1,10 @@
 """Running a ``command`` task: the payload as a shell command line, its output streamed live.
 
-In a ``scalejob worker`` the worker's spawn server (``workers/spawner.py``) ``posix_spawn``s
+In a ``scalejob worker`` the worker's spawn server (``workers/process/spawner.py``) ``posix_spawn``s
 ``/bin/sh -c COMMAND`` in a new session: the shell leads its process group (cancel/timeout end
 the whole tree with one ``killpg``), and the server, a child subreaper with a death signal, kills
 what a command leaves behind and ends every command when the worker dies (even on SIGKILL).
-Without a server the child is ``workers.reaper`` started directly (an interpreter start, ~20 ms),
+Without a server the child is ``workers.process.reaper`` started directly (an interpreter start, ~20 ms),
 which does the same for one command.
 Every output line is timestamped, kept in a bounded tail, scanned for progress and, when the
 service writes logs to the queue, emitted as a ``log`` event at a capped rate.
@@ -30,14 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
-from workers import spawner
+from workers.process import spawner
 
 PR_SET_PDEATHSIG = 1
 DEFAULT_PROGRESS = r"(?:progress[:=]\s*(\d{1,3}(?:\.\d+)?)\s*%)|(?:(\d{1,3})%\|)"
 TAIL_LINES = 50
 TAIL_LINE_CHARS = 2000  # each tail line is cut to this: the record's tail stays under ~100 KB whatever the command prints
 STORED_LINE_BYTES = 16 << 10  # a log line longer than this is cut before it is stored (marker + count)
-REAPER = str(Path(__file__).with_name("reaper.py"))  # stdlib only: runs without the package on sys.path
+REAPER = str(Path(__file__).parent / "process" / "reaper.py")  # stdlib only: runs without the package on sys.path
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec

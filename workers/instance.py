@@ -22,15 +22,16 @@ from pathlib import Path
 
 from celery.signals import worker_init, worker_ready, worker_shutdown, worker_shutting_down
 
-from app import keys, services, tenants
-from app.connections import state_redis
-from app.settings import get_settings
-from app.specs import ServiceSpec
-from workers import progress_server, spawner
+from app.core import keys
+from app.queue import services, tenants
+from app.core.connections import state_redis
+from app.core.settings import get_settings
+from app.core.specs import ServiceSpec
+from workers.process import progress_server, spawner
 from workers.command import REAPER, remove_progress_dir
 from workers.leases import fencing_redis
-from workers.registry import Heartbeat
-from workers.userapp import UserApp
+from app.queue.workers import Heartbeat
+from workers.process.userapp import UserApp
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,7 @@ _stopping = threading.Event()
 
 
 def _start_tenant_watcher(inst: Instance) -> None:
-    """Fair sharing: tenant queues follow the service and this worker's state (app/tenants.py)."""
+    """Fair sharing: tenant queues follow the service and this worker's state (app/queue/tenants.py)."""
     consumed = set(inst.extra.get("queues", "").split(","))  # what --queues named at start
     tenants.TenantWatcher(state_redis(), inst.spec.name, inst.name, consumed, _stopping).start()
 
@@ -123,7 +124,7 @@ def _start_tenant_watcher(inst: Instance) -> None:
 @worker_init.connect
 def _private(**_: object) -> None:
     """A worker started as ``celery -A app.celery_app worker`` (not through the CLI) is private too."""
-    from app.private import restrict
+    from app.core.private import restrict
 
     restrict()
 
@@ -158,8 +159,8 @@ def _on_shutdown(**_: object) -> None:
 
 def _per_service_visibility(celery_app: object, spec: ServiceSpec) -> None:
     """Redis broker: this worker restores its service's unacked messages with the service's timeout."""
-    from app.celery_app import redis_transport_options
-    from app.connections import endpoints
+    from app.core.celery_app import redis_transport_options
+    from app.core.connections import endpoints
 
     if endpoints().broker_is_redis:
         timeout = spec.metadata.visibility_timeout or get_settings().visibility_timeout
@@ -169,7 +170,7 @@ def _per_service_visibility(celery_app: object, spec: ServiceSpec) -> None:
 def run_worker(service: str, name: str | None = None, loglevel: str = "INFO", standby: bool = False) -> int:
     """Run one instance of ``service`` until it is shut down; returns the exit code."""
     global current
-    from app.celery_app import celery_app
+    from app.core.celery_app import celery_app
 
     spec = services.get(state_redis(), service)
     name = name or worker_name(service)

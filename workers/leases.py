@@ -4,7 +4,7 @@ Why the worker's own clock: a worker cut off from Redis cannot ask Redis whether
 still alive. It knows when it last renewed it. Once that is older than the lease TTL minus a
 margin, the lease may have expired and the request may already run on another host, so the
 worker stops its copy (:func:`workers.tasks._command` asks :meth:`LeaseClock.lost`) and reports
-nothing; the fencing epoch (``app/records.py`` ``STALE_FN``) refuses whatever it might still write.
+nothing; the fencing epoch (``app/queue/records.py`` ``STALE_FN``) refuses whatever it might still write.
 
 Before it gives up, the worker tries one renewal itself on a client with a short timeout: a
 heartbeat thread that was merely slow (a loaded machine) must not cost a running job.
@@ -20,9 +20,9 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from app import records
-from app.connections import endpoints
-from app.settings import get_settings
+from app.queue import records
+from app.core.connections import endpoints
+from app.core.settings import get_settings
 
 
 class LeaseClock:

@@ -2,8 +2,8 @@
 
 Why: a no-op task used to pay 7 round trips (record check, record/message copy, lease, registry,
 finish, event, sink, release), most of the per-task cost next to a bare Celery task. The scripts
-here only compose the Lua functions of the keys' owners (``app.records``: start/finish/release,
-``app.sink``: emit), so the guards are the same code: a duplicate delivery is refused while a
+here only compose the Lua functions of the keys' owners (``app.queue.records``: start/finish/release,
+``app.queue.output``: emit), so the guards are the same code: a duplicate delivery is refused while a
 lease is alive, and a terminal record never moves back.
 
 * :func:`begin`: create the record if the task came straight through Celery, keep the message
@@ -21,8 +21,9 @@ from typing import Any
 
 import redis
 
-from app import keys, records, replies, sink
-from app.settings import get_settings
+from app.core import keys, replies
+from app.queue import records, output as sink
+from app.core.settings import get_settings
 from autoscale import durations
 
 log = logging.getLogger(__name__)

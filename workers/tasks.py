@@ -24,13 +24,15 @@ from typing import Any, TypeVar
 import redis
 from celery import Task
 
-from app import keys, records, replies
-from app.celery_app import celery_app
-from app.connections import state_redis
-from app.settings import get_settings
-from workers import ackgate, lifecycle, registry
+from app.core import keys, replies
+from app.queue import records
+from app.core.celery_app import celery_app
+from app.core.connections import state_redis
+from app.core.settings import get_settings
+from workers import ackgate, lifecycle
+from app.queue import workers as registry
 from workers.leases import CLOCK, fencing_redis
-from workers import progress_server
+from workers.process import progress_server
 from workers.command import OutputBudget, RateLimiter, progress_dir, run_command
 from workers.instance import Instance, instance_for
 from workers.query import UserAppUnavailable, run_query

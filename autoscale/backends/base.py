@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
-    from autoscale.health import FailedStart
+    from app.queue.health import FailedStart
     from autoscale.leader import Leadership
 
 
@@ -79,7 +79,7 @@ class WorkerBackend(abc.ABC):
 
     def failed_starts(self, service: str) -> builtins.list[FailedStart]:  # builtins: the method list() shadows it
         """Take the instances of ``service`` that ended before they became ready since the last
-        call (:class:`autoscale.health.FailedStart`); the controller backs off on them. Default: none seen."""
+        call (:class:`app.queue.health.FailedStart`); the controller backs off on them. Default: none seen."""
         return []
 
     def abandon(self, handle: WorkerHandle) -> None:

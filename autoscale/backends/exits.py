@@ -7,7 +7,7 @@ its process exits, whoever its parent is (a worker forked by the template, one s
 ``Popen``, one adopted from a previous autoscaler), so one thread polling them learns of each
 exit at once, with no signal handler and no polling of ``/proc``.
 
-"Dead" must mean *nothing of it runs*: a worker's commands run under ``workers/reaper.py``
+"Dead" must mean *nothing of it runs*: a worker's commands run under ``workers/process/reaper.py``
 (directly, or under its spawn server), which end them when the worker dies but give them
 ``PARENT_GONE_GRACE`` (3 s) to exit on SIGTERM. A request released while its command still
 runs would run twice. So on a worker's exit the watcher also waits for the processes that
@@ -165,7 +165,7 @@ class ExitWatcher:
 def leftovers(pid: int, name: str) -> list[psutil.Process]:
     """Live processes a dead worker started that may still run a command of it.
 
-    ``workers/reaper.py PARENT GRACE CMD`` and ``workers/reaper.py --serve PARENT FD`` name the
+    ``workers/process/reaper.py PARENT GRACE CMD`` and ``workers/process/reaper.py --serve PARENT FD`` name the
     worker's pid as PARENT; a fork of the worker that has not exec'd yet still carries its name.
     """
     me, out = str(pid), []

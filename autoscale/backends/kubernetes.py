@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from autoscale.backends.base import BackendError, WorkerBackend, WorkerHandle
 
 if TYPE_CHECKING:  # pragma: no cover
-    from app.specs import ServiceSpec
+    from app.core.specs import ServiceSpec
     from autoscale.leader import Leadership
 
 log = logging.getLogger(__name__)

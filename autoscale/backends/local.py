@@ -49,12 +49,12 @@ from pathlib import Path
 import psutil
 import redis
 
-from app import keys, replies
+from app.core import keys, replies
 from autoscale.backends.base import BackendError, WorkerBackend, WorkerHandle
 from autoscale.backends.exits import ExitWatcher, OnExit
-from autoscale.backends.procs import adoptable, find_process, process, recorded_processes  # noqa: F401 - recorded_processes: app/up.py
+from autoscale.backends.procs import adoptable, find_process, process, recorded_processes  # noqa: F401 - recorded_processes: app/cli/up.py
 from autoscale.backends.template import Template
-from autoscale.health import FailedStart, failed_by_itself, log_tail, reason_from
+from app.queue.health import FailedStart, failed_by_itself, log_tail, reason_from
 from autoscale.leader import Leadership, lua
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import psutil
 import redis
 
-from app import keys, replies
+from app.core import keys, replies
 
 if TYPE_CHECKING:  # pragma: no cover
     from autoscale.backends.local import LocalProc

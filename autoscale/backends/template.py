@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import IO, Any
 
 PRELOAD = (
-    "app.cli", "workers.instance", "workers.tasks", "workers.recovery", "celery.apps.worker", "celery.bin.celery",
+    "app.cli", "workers.instance", "workers.tasks", "app.queue.recovery", "celery.apps.worker", "celery.bin.celery",
     "celery.bin.worker", "celery.worker.components", "celery.worker.consumer", "celery.worker.loops",
     "celery.worker.pidbox", "celery.worker.control", "celery.worker.autoscale", "celery.worker.strategy",
     "celery.concurrency.thread", "celery.events.state", "celery.events.dispatcher", "kombu.transport.redis",

@@ -1,6 +1,6 @@
 """Waiting tasks per queue, read from the broker: O(1) calls per service per tick, never O(tasks).
 
-The counting itself lives in :mod:`app.depth` (kombu's Redis priority sub-lists, or a passive AMQP
+The counting itself lives in :mod:`app.queue.depth` (kombu's Redis priority sub-lists, or a passive AMQP
 ``queue_declare``), shared with the API's ``max_waiting`` check. This class only keeps one
 connection open across ticks, so a tick costs one pipelined round trip per service on Redis.
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 import redis
 from kombu import Connection
 
-from app.connections import is_redis_url
-from app.depth import waiting_on
+from app.core.connections import is_redis_url
+from app.queue.depth import waiting_on
 
 
 class BrokerDepth:

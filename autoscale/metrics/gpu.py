@@ -11,7 +11,7 @@ A worker is on a device when the registry says so (its ``gpus`` field: the
 among the device's processes (a user app may pick devices itself). NVML reports host pids: in a
 container without the host pid namespace only the ``gpus`` field maps workers to devices.
 
-NVML is injected (:class:`autoscale.metrics.nvml.NvmlSource`): tests use ``tests/fake_nvml.py``.
+NVML is injected (:class:`app.core.nvml.NvmlSource`): tests use ``tests/fake_nvml.py``.
 """
 
 from __future__ import annotations
@@ -24,14 +24,14 @@ from typing import Protocol
 
 import psutil
 
-from autoscale.metrics.nvml import DeviceSample, NvmlSource, open_nvml
+from app.core.nvml import DeviceSample, NvmlSource, open_nvml
 from autoscale.policy import WorkerView
 
 log = logging.getLogger(__name__)
 
 
 class WorkerLike(Protocol):
-    """The registry fields this module reads (``workers.registry.WorkerInfo`` has them)."""
+    """The registry fields this module reads (``app.queue.workers.WorkerInfo`` has them)."""
 
     name: str
     pid: int

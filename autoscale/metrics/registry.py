@@ -2,7 +2,7 @@
 
 Two sources, one shape:
 
-- :class:`RegistryObserver`: scalejob workers keep a registry entry (``workers/registry.py``)
+- :class:`RegistryObserver`: scalejob workers keep a registry entry (``app/queue/workers.py``)
   with their state and running request ids; one pipelined read per tick, O(workers).
 - :class:`InspectObserver`: plain Celery workers have no registry; Celery's own
   ``inspect active`` (addressed to the workers the backend started) says who runs what.
@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 
 import redis
 
-from app import keys
+from app.core import keys
 from autoscale.backends.base import WorkerHandle
 from autoscale.policy import WorkerView
-from workers import registry
+from app.queue import workers as registry
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ def merge(known: Iterable[WorkerView], handles: Iterable[WorkerHandle], pending_
 
 
 # One round trip for the whole service: every worker's entry, its running request ids and when the
-# first of them started. Read-only (workers/registry.py owns these keys); ~10x cheaper for the
+# first of them started. Read-only (app/queue/workers.py owns these keys); ~10x cheaper for the
 # client than a 2-commands-per-worker pipeline, which is what keeps a tick under a few ms.
 _SNAPSHOT = """
 local out = {}

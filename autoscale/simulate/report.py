@@ -97,7 +97,7 @@ def config_for(spec_path: str | Path | None, overrides: dict[str, float | int | 
     one a spec's ratio: the two are one or the other, as in a spec.
     """
     if spec_path is not None:
-        from app.specs import load_spec
+        from app.core.specs import load_spec
         from autoscale.config import from_spec
 
         cfg = from_spec(load_spec(spec_path))

@@ -131,7 +131,7 @@ def test_bad_input(stack: Stack, api: ApiServer, row: Row) -> None:
 
     # 5b. the audit's cases (issue 13): garbage on the broker list, a request id that climbs out of its
     # directory, another service's message, NUL in a path, a 5,000-digit integer, an absurd offset
-    from app.celery_app import celery_app
+    from app.core.celery_app import celery_app
 
     if stack.broker_url.startswith("redis"):
         stack.r.lpush(f"scalejob.{spec.name}", b"not a kombu envelope")

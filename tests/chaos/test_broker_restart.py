@@ -1,6 +1,6 @@
 """Scenario 3: restart the Redis (broker + state, AOF with appendfsync always) in the middle of a run.
 
-It uses its own embedded Redis (app/embedded.py) on a pinned port, never the machine's Redis: every
+It uses its own embedded Redis (app/core/embedded.py) on a pinned port, never the machine's Redis: every
 request that got a 200 still completes, and the API, the workers and the autoscaler reconnect by
 themselves (same pids before and after). 503s while Redis is down are the correct answer ("try
 again"), counted apart from the must-be-0 5xx column.
@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.embedded import _alive, ensure_embedded, stop_embedded
+from app.core.embedded import _alive, ensure_embedded, stop_embedded
 from tests.apiserver import ApiServer
 from tests.autoscaling import Autoscalers, autoscaled_spec
 from tests.chaos.conftest import FAST, Row, count_outcomes, interrupted, marked_command, settle

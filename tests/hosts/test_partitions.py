@@ -20,7 +20,7 @@ from collections import Counter
 import psutil
 import pytest
 
-from app.sdk import HEADER_REQUEST_ID
+from app.eas.client import HEADER_REQUEST_ID
 from tests.apiserver import ApiServer
 from tests.autoscaling import Autoscalers, autoscaled_spec
 from tests.conftest import Stack
@@ -103,7 +103,7 @@ def test_a_paused_worker_that_wakes_after_its_job_moved_has_its_late_outcome_ref
     The job runs again on the other host; when the frozen worker wakes, the answer it then reads
     is a stale outcome (epoch 1 of a request in epoch 2): refused, counted, never in the output.
     """
-    from app import records
+    from app.queue import records
 
     stack = host_stack
     port = free_port()

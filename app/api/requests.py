@@ -1,0 +1,180 @@
+"""``/api/requests/{id}``: one request's record, its live events (SSE) and cancel.
+
+A request is authorised with its own service's token (or the admin token); a token bound to a
+tenant only sees that tenant's requests (others answer 404, as if they did not exist).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import redis
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from app.core import keys, replies
+from app.queue import streams as queues, records, services, output as sink
+from app.eas.routes import authorize, unknown
+from app.core.connections import state_redis, waiting_redis
+
+router = APIRouter()
+POSITION_SCAN = 500  # stop counting earlier waiting requests after this many finished ones in a row
+
+
+def position(r: redis.Redis, rec: records.Record) -> int | None:
+    """How many earlier requests of the service still wait (FIFO estimate; None once started).
+
+    Walks back through the service's requests by queue time and stops after a run of finished
+    ones: the queue is FIFO, so requests older than a finished stretch have been taken too.
+    """
+    if rec.state != "queued" or rec.queued_at is None:
+        return None
+    key = keys.requests_index(rec.service)
+    ahead, finished_run, cursor = 0, 0, r.zscore(key, rec.id) or rec.queued_at  # the exact score, not the rounded time
+    while finished_run < POSITION_SCAN:
+        ids = [(rid, sc) for rid, sc in replies.scored(r.zrevrangebyscore(key, f"({cursor}", "-inf", start=0, num=200, withscores=True))
+               if rid.decode() != rec.id]
+        if not ids:
+            break
+        with r.pipeline(transaction=False) as p:
+            for rid, _ in ids:
+                p.hget(keys.request(rid.decode()), "state")
+            states = p.execute()
+        for state in states:
+            if state == b"queued":
+                ahead, finished_run = ahead + 1, 0
+            else:
+                finished_run += 1
+        cursor = ids[-1][1]
+    return ahead
+
+
+def load(request_id: str, authorization: str | None) -> records.Record:
+    """The record, after checking the caller may see it (401 / 404 otherwise)."""
+    if not authorization:
+        raise HTTPException(401, "missing Authorization header")
+    r = state_redis()
+    rec = records.get(r, request_id)
+    if rec is None:
+        raise unknown(f"unknown request {request_id!r}", authorization)
+    try:
+        spec = services.get(r, rec.service)
+    except services.UnknownService:
+        spec = None
+    principal = authorize(authorization, spec)
+    if principal.tenant and principal.tenant != rec.tenant:
+        raise HTTPException(404, f"unknown request {request_id!r}")
+    return rec
+
+
+def view(r: redis.Redis, rec: records.Record) -> dict[str, Any]:
+    out = rec.to_dict()
+    out["position"] = position(r, rec)
+    if rec.state == "queued":
+        out["waiting_reason"] = waiting_reason(r, rec.service)
+    return out
+
+
+def waiting_reason(r: redis.Redis, service: str) -> str | None:
+    """Why a queued request is not running yet, when the cause is known (None: it is just its turn)."""
+    from app.queue import health
+
+    h = health.view(r, service)
+    if h["health"] != health.OK and h["last_failure"]:
+        return (f"workers of {service} fail to start ({h['failures']} in a row; next try in {h['backoff_left']:.0f}s): "
+                f"{h['last_failure']['reason']}; the request stays queued")
+    return None
+
+
+def cancel(r: redis.Redis, request_id: str) -> records.Record | None:
+    """Cancel: a waiting request is cancelled at once (the worker will skip it); a running
+    command is ended by its worker (SIGTERM, then SIGKILL after the grace); a running query is
+    abandoned and marked cancelled now (its late answer is discarded)."""
+    rec = records.get(r, request_id)
+    if rec is None or rec.done:
+        return rec
+    records.request_cancel(r, request_id)
+    if rec.state == "queued" and rec.index is not None:
+        queues.input_queue(r, rec.service).delete([rec.index])
+    if rec.state == "queued":
+        from app.queue import depth, tenants
+
+        depth.remove_waiting(tenants.queue_name(rec.service, rec.tenant), request_id)  # leaves the waiting count now
+    if (rec.state == "queued" or rec.task_type == "query") and records.finish(
+        r, request_id, "cancelled", error="cancelled by user"
+    ):
+        sink.emit(r, rec.service, request_id, "error", b"cancelled by user", {"state": "cancelled"})
+    return records.get(r, request_id)
+
+
+@router.get("/api/requests/{request_id}", summary="A request's state, progress, worker, times, position and result")
+def get_request(request_id: str, request: Request) -> dict[str, Any]:
+    rec = load(request_id, request.headers.get("authorization"))
+    return view(state_redis(), rec)
+
+
+@router.delete("/api/requests/{request_id}", summary="Cancel a request (dequeued if waiting, terminated if running)")
+def delete_request(request_id: str, request: Request) -> dict[str, Any]:
+    load(request_id, request.headers.get("authorization"))
+    r = state_redis()
+    rec = cancel(r, request_id)
+    assert rec is not None
+    out = view(r, rec)
+    out["cancel_requested"] = True
+    return out
+
+
+def _sse(eid: str, kind: str, data: bytes) -> bytes:
+    text = data.decode("utf-8", errors="replace")
+    lines = "".join(f"data: {line}\n" for line in (text.split("\n") or [""]))
+    return f"id: {eid}\nevent: {kind}\n{lines}\n".encode()
+
+
+def _next_events(request_id: str, after: str) -> list[tuple[str, sink.Message]]:
+    reply = waiting_redis().xread({keys.request_events(request_id): after}, count=500, block=1000)
+    out = []
+    for _, entries in replies.streams(reply) or []:
+        for eid, fields in entries:
+            out.append((eid.decode(), sink.Message(0, fields.get(b"data", b""), json.loads(fields.get(b"tags", b"{}")))))
+    return out
+
+
+async def event_stream(request: Request, request_id: str, after: str) -> AsyncIterator[bytes]:
+    """Every event of the request after ``after`` (a stream id), until its terminal one."""
+    yield b": stream of request events\n\n"
+    while not await request.is_disconnected():
+        events = await run_in_threadpool(_next_events, request_id, after)
+        for eid, msg in events:
+            after = eid
+            kind = msg.tags.get("type", "message")
+            yield _sse(eid, kind, msg.data)
+            if kind in ("result", "error"):
+                return
+        if not events:
+            rec = await run_in_threadpool(records.get, state_redis(), request_id)
+            if rec is None or (rec.done and not await run_in_threadpool(_next_events_nonblocking, request_id, after)):
+                state = rec.state if rec else "expired"
+                yield _sse(after, "end", json.dumps({"state": state}).encode())
+                return
+        await asyncio.sleep(0)
+
+
+def _next_events_nonblocking(request_id: str, after: str) -> bool:
+    return bool(state_redis().xrange(keys.request_events(request_id), min=f"({after}" if after != "0-0" else "-", count=1))
+
+
+@router.get("/api/requests/{request_id}/events", summary="Server-Sent Events: log, progress, result/error until the request ends")
+async def request_events(request_id: str, request: Request) -> StreamingResponse:
+    await run_in_threadpool(load, request_id, request.headers.get("authorization"))
+    after = request.headers.get("last-event-id") or "0-0"
+    if not after.replace("-", "").isdigit() or after.count("-") != 1:
+        raise HTTPException(400, "Last-Event-ID must be a stream id like 1700000000000-0")
+    return StreamingResponse(
+        event_stream(request, request_id, after),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

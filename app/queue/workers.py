@@ -1,0 +1,205 @@
+"""The worker registry (owner of ``keys.worker*`` and ``keys.service_workers``).
+
+Each worker keeps a hash with a short TTL, refreshed every ``heartbeat_interval`` by a thread in
+its main process, plus a set of the request ids it is running (written by the task itself).
+Running-task counts therefore come from here, whatever the broker: the autoscaler reads
+O(workers) keys per tick, and a worker that died simply expires.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass
+
+import redis
+
+from app.core import keys, replies
+from app.queue import records
+from app.core.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """One registry entry as the autoscaler and the API see it."""
+
+    name: str
+    service: str
+    pid: int
+    host: str
+    state: str
+    running: tuple[str, ...]
+    started_at: float
+    heartbeat_at: float
+    gpus: str = ""
+    spec_hash: str = ""  # services.spec_hash of the spec it started with: a different one means roll it
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.running)
+
+
+def register(r: redis.Redis, name: str, service: str, state: str = "starting", gpus: str = "", spec_hash: str = "") -> None:
+    s = get_settings()
+    now = time.time()
+    with r.pipeline() as p:
+        p.hset(
+            keys.worker(name),
+            mapping={
+                "name": name,
+                "service": service,
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "state": state,
+                "started_at": f"{now:.6f}",
+                "heartbeat_at": f"{now:.6f}",
+                "gpus": gpus,
+                "spec_hash": spec_hash,
+            },
+        )
+        p.expire(keys.worker(name), int(s.heartbeat_ttl) + 1)
+        p.sadd(keys.service_workers(service), name)
+        p.execute()
+
+
+def set_state(r: redis.Redis, name: str, state: str) -> None:
+    r.hset(keys.worker(name), "state", state)
+
+
+_SET_STATE_IF_PRESENT = "if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HSET', KEYS[1], 'state', ARGV[1]) end return -1"
+
+
+def set_state_if_present(r: redis.Redis, name: str, state: str) -> bool:
+    """Set a live worker's state (the autoscaler: draining, idle); never resurrects an expired entry."""
+    return int(r.eval(_SET_STATE_IF_PRESENT, 1, keys.worker(name), state)) >= 0
+
+
+def heartbeat(r: redis.Redis, name: str) -> str | None:
+    """Refresh ``name``'s entry; returns the state it holds (the autoscaler may have changed it)."""
+    ttl = int(get_settings().heartbeat_ttl) + 1
+    with r.pipeline() as p:
+        p.hset(keys.worker(name), "heartbeat_at", f"{time.time():.6f}")
+        p.expire(keys.worker(name), ttl)
+        p.expire(keys.worker_tasks(name), ttl)
+        p.hget(keys.worker(name), "state")
+        state = p.execute()[-1]
+    return state.decode() if state else None
+
+
+def task_started(r: redis.Redis, name: str, request_id: str) -> None:
+    with r.pipeline() as p:
+        p.sadd(keys.worker_tasks(name), request_id)
+        p.expire(keys.worker_tasks(name), int(get_settings().heartbeat_ttl) + 1)
+        p.execute()
+
+
+def task_finished(r: redis.Redis, name: str, request_id: str) -> None:
+    r.srem(keys.worker_tasks(name), request_id)
+
+
+def unregister(r: redis.Redis, name: str, service: str) -> None:
+    with r.pipeline() as p:
+        p.delete(keys.worker(name), keys.worker_tasks(name))
+        p.srem(keys.service_workers(service), name)
+        p.execute()
+
+
+def _decode(name: str, h: dict[bytes, bytes], running: set[bytes]) -> WorkerInfo:
+    g = lambda k: h.get(k.encode(), b"").decode()  # noqa: E731
+    state = g("state") or "starting"
+    if running and state == "idle":
+        state = "busy"
+    elif not running and state == "busy":
+        state = "idle"
+    return WorkerInfo(
+        name=name,
+        service=g("service"),
+        pid=int(g("pid") or 0),
+        host=g("host"),
+        state=state,
+        running=tuple(sorted(x.decode() for x in running)),
+        started_at=float(g("started_at") or 0),
+        heartbeat_at=float(g("heartbeat_at") or 0),
+        gpus=g("gpus"),
+        spec_hash=g("spec_hash"),
+    )
+
+
+def list_workers(r: redis.Redis, service: str) -> list[WorkerInfo]:
+    """Live workers of a service (expired entries are pruned from the service set)."""
+    names = sorted(x.decode() for x in replies.members(r.smembers(keys.service_workers(service))))
+    if not names:
+        return []
+    with r.pipeline(transaction=False) as p:
+        for n in names:
+            p.hgetall(keys.worker(n))
+            p.smembers(keys.worker_tasks(n))
+        raw = p.execute()
+    out, dead = [], []
+    for i, n in enumerate(names):
+        h, running = raw[2 * i], raw[2 * i + 1]
+        if not h:
+            dead.append(n)
+            continue
+        out.append(_decode(n, h, running))
+    if dead:
+        r.srem(keys.service_workers(service), *dead)
+    return out
+
+
+def get_worker(r: redis.Redis, name: str) -> WorkerInfo | None:
+    h = replies.fields(r.hgetall(keys.worker(name)))
+    return _decode(name, h, replies.members(r.smembers(keys.worker_tasks(name)))) if h else None
+
+
+class Heartbeat(threading.Thread):
+    """Refreshes a worker's entry until stopped; survives Redis outages (it just retries)."""
+
+    def __init__(self, r: redis.Redis, name: str, service: str, state: str = "idle", gpus: str = "", spec_hash: str = "") -> None:
+        super().__init__(name="scalejob-heartbeat", daemon=True)
+        self.r, self.worker, self.service, self.state, self.gpus, self.spec_hash = r, name, service, state, gpus, spec_hash
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        from workers import leases
+        from app.queue import recovery
+
+        interval = get_settings().heartbeat_interval
+        registered = False
+        send = recovery.celery_sender()
+        while not self._stop_event.is_set():
+            try:
+                if not registered or not self.r.exists(keys.worker(self.worker)):
+                    register(self.r, self.worker, self.service, self.state, self.gpus, self.spec_hash)
+                    registered = True
+                # Remember the state the entry holds, so an entry lost with a Redis restart comes
+                # back as the autoscaler left it (``draining``: it no longer consumes), not as new.
+                self.state = heartbeat(self.r, self.worker) or self.state
+                running = [x.decode() for x in replies.members(self.r.smembers(keys.worker_tasks(self.worker)))]
+                leases.CLOCK.renewed(running, records.renew_leases(self.r, running, self.worker))
+                if recovery.try_lead(self.r, self.worker):
+                    recovery.recover_once(self.r, send)
+            except redis.RedisError:
+                registered = False
+            except Exception:  # noqa: BLE001 - the heartbeat must outlive any single failure
+                log.exception("heartbeat")
+            self._stop_event.wait(interval)
+
+    def set_state(self, state: str) -> None:
+        self.state = state
+        try:
+            set_state(self.r, self.worker, state)
+        except redis.RedisError:
+            pass
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=5)
+        try:
+            unregister(self.r, self.worker, self.service)
+        except redis.RedisError:
+            pass
