@@ -24,19 +24,20 @@ from typing import Any
 import redis
 
 from app.core import keys, replies
+from app.core.specs import parse_spec
+from app.queue import decisions as history
 from app.queue import tenants
 from app.queue.services import spec_hash
-from app.core.specs import parse_spec
 from autoscale import durations
-from app.queue import decisions as history
 from autoscale.actions import Actions, is_placeholder, with_queued
 from autoscale.backends.base import WorkerBackend, WorkerHandle
+from autoscale.config import from_spec
 from autoscale.crashloop import CrashLoops
 from autoscale.leader import Fenced, Leadership
 from autoscale.metrics.broker import BrokerDepth
 from autoscale.metrics.registry import Workers
-from autoscale.rolling import Rollout, outdated
 from autoscale.policy import CONSUMING, AutoscalerConfig, Decision, Observation, PolicyState, decide, fresh_state
+from autoscale.rolling import Rollout, outdated
 from autoscale.scalein import Control
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ class ScalejobTargets:
             cached = self._cache.get(name)
             if cached is None or cached[0] != raw:
                 spec = parse_spec(json.loads(raw))
-                cached = (raw, AutoscalerConfig.from_spec(spec), spec_hash(spec))
+                cached = (raw, from_spec(spec), spec_hash(spec))
                 self._cache[name] = cached
             out.append(Target(name, tuple(tenants.service_queues(self.r, name)), cached[1], cached[2]))
         return out
@@ -86,7 +87,7 @@ class Controller:
     targets: Callable[[], list[Target]]
     poll_interval: float = 0.5
     decisions_kept: int = 200
-    gpu: Any = None  # autoscale.metrics.gpu.GpuMonitor, or None: GPU features off
+    gpu: Any = None  # app.core.gpu.GpuMonitor, or None: GPU features off
     states: dict[str, PolicyState] = field(default_factory=dict)
     pending: set[str] = field(default_factory=set)  # standby workers activated before they were ready
     shutdown_sent: dict[str, set[str]] = field(default_factory=dict)  # service -> unowned draining workers told to shut down

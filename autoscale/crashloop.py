@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 import redis
 
+from app.core.backoff import BackoffConfig, should_reset, wait_left
 from app.queue import health
 from autoscale.backends.base import WorkerBackend
-from app.core.backoff import BackoffConfig, should_reset, wait_left
 
 log = logging.getLogger(__name__)
 

@@ -1,11 +1,7 @@
 """The run-time and start-time figures the wait-target rule plans with, kept per service.
 
-Run times: one Redis list per service, ``keys.run_times(service)``, newest first, capped at
-``RUN_TIMES_KEPT`` seconds-values. This module owns it: :data:`RECORD_FN` is the Lua that writes it,
-composed into the finish script of ``workers/lifecycle.py`` (so recording costs no round trip: the
-record's ``started_at`` and the finish time are both at hand there), and :func:`run_times` reads it.
-Only a delivery that held the lease records, and only a succeeded or failed run (a cancelled one
-says nothing about how long tasks take).
+Run times are stored by the workers' finish script (:mod:`app.queue.run_times` owns the key);
+:func:`run_times` summarizes them for the policy.
 
 Start times: how long a spawned worker took to register, measured by the controller from the
 backend's spawn time (``meta["started_at"]``) to the first tick that sees it registered; an EWMA
@@ -19,26 +15,15 @@ from typing import Any
 
 import redis
 
-from app.core import keys
-from autoscale.target_wait import RUN_TIMES_KEPT, RunTimes, summarize
-
-# record_run(list key, started_at, finished_at): push one run time, keep the newest RUN_TIMES_KEPT.
-RECORD_FN = """
-local function record_run(k, started, finished)
-  local s, f = tonumber(started), tonumber(finished)
-  if s and f and f >= s then
-    redis.call('LPUSH', k, string.format('%.3f', f - s))
-    redis.call('LTRIM', k, 0, """ + str(RUN_TIMES_KEPT - 1) + """)
-  end
-end
-"""
+from app.queue import run_times as stored
+from autoscale.target_wait import RunTimes, summarize
 
 START_WEIGHT = 0.3  # weight of a new start-time sample in the EWMA
 
 
 def run_times(r: redis.Redis, service: str) -> RunTimes | None:
     """The figures of the service's recent run times, or None before any task finished."""
-    return summarize([float(v) for v in r.lrange(keys.run_times(service), 0, RUN_TIMES_KEPT - 1)])
+    return summarize(stored.recent(r, service))
 
 
 @dataclass

@@ -13,15 +13,15 @@ import os
 import signal
 import socket
 import threading
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import redis
 
-from app.queue import tenants
 from app.core.connections import endpoints, is_redis_url
 from app.core.settings import Settings
+from app.queue import tenants
 from autoscale.backends.base import WorkerBackend
 from autoscale.backends.local import LocalBackend, celery_command
 from autoscale.backends.template import Template
@@ -181,7 +181,7 @@ def _requeue_dead(r: redis.Redis) -> Any:
 def _gpu_monitor() -> Any:
     """NVML when a driver is present; None (GPU features off, logged once by the monitor) otherwise."""
     try:
-        from autoscale.metrics.gpu import GpuMonitor
+        from app.core.gpu import GpuMonitor
 
         monitor = GpuMonitor.from_system()
     except Exception as exc:  # noqa: BLE001 - GPU support must never stop the autoscaler

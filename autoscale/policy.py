@@ -25,12 +25,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 from autoscale.target_wait import KEEP_IDLE, PRIOR_START, Pool, RunTimes, workers_for_target
-
-if TYPE_CHECKING:  # pragma: no cover
-    from app.core.specs import ServiceSpec
 
 __all__ = ["AutoscalerConfig", "Decision", "Observation", "PolicyState", "RunTimes", "WorkerView", "choose_victims", "decide"]
 
@@ -74,13 +70,6 @@ class AutoscalerConfig:
     scale_down_step: int | None = None  # behavior.scaleDown.maxStepPerTick
     warm_standby: int = 0  # behavior.warmStandby
     gpu_per_worker: int = 0  # metadata.gpu
-
-    @classmethod
-    def from_spec(cls, spec: ServiceSpec) -> AutoscalerConfig:
-        """The config of a parsed spec (:func:`autoscale.config.from_spec`; kept here for callers)."""
-        from autoscale.config import from_spec
-
-        return from_spec(spec)
 
 
 @dataclass(frozen=True)

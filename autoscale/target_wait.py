@@ -107,9 +107,6 @@ def workers_for_target(waiting: int, pool: Pool, run: RunTimes | None, start: fl
     return n, why
 
 
-RUN_TIMES_KEPT = 50  # recent finished tasks the estimate is made of (autoscale/durations.py keeps as many)
-
-
 def summarize(samples: list[float]) -> RunTimes | None:
     """The figures of recent run times (the controller and the simulator both call this)."""
     if not samples:

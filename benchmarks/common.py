@@ -117,8 +117,8 @@ class World:
 
     def deploy_command_service(self, base: str) -> Any:
         """Register a plain command service (1 worker thread) and return its spec."""
-        from app.queue import services
         from app.core.specs import parse_spec
+        from app.queue import services
 
         spec = parse_spec({"metadata": {"name": self.name(base)}})
         services.save(self.r, spec)

@@ -181,9 +181,9 @@ def main() -> None:
     env = {**os.environ, "SCALEJOB_BROKER_URL": args.redis, "SCALEJOB_REDIS_URL": args.redis, "SCALEJOB_KEY_PREFIX": prefix,
            "SCALEJOB_DATA_DIR": f"/tmp/{prefix}", "SCALEJOB_ADMIN_TOKEN": "bench-admin", "PYTHONPATH": str(ROOT)}
     os.environ.update({k: env[k] for k in ("SCALEJOB_BROKER_URL", "SCALEJOB_REDIS_URL", "SCALEJOB_KEY_PREFIX", "SCALEJOB_DATA_DIR")})
-    from app.queue import services
     from app.core.connections import state_redis
     from app.core.specs import parse_spec
+    from app.queue import services
 
     r = state_redis()
     service = f"bench-{uuid.uuid4().hex[:6]}"

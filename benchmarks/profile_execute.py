@@ -57,7 +57,8 @@ def count_round_trips() -> Iterator[Counter[str]]:
 
 def run(redis_url: str = DEFAULT_REDIS, n: int = 40, command: str = "true") -> dict:
     from app.queue.put import put
-    from workers import command as command_mod, tasks
+    from workers import command as command_mod
+    from workers import tasks
     from workers.process import spawner
 
     spawner.start(command_mod.REAPER)  # as in a `scalejob worker`: shells spawned by the spawn server

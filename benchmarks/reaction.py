@@ -7,7 +7,7 @@ One run, one broker, the same machine, each scenario ``-n`` times (default 20):
 - scalejob cold, at zero: ``scalejob autoscale`` running, no worker; ``put`` one task; until its
   record's ``started_at``. Includes detection (pub/sub wake), the spawn, the worker's start.
   Twice: ``--no-fork`` (a fresh ``python -m app.cli worker``) and the default (forked from the
-  pre-imported template, ``autoscale/backends/template.py``).
+  pre-imported template, ``workers/process/template.py``).
   The same trials measure scale-to-zero: last task end -> ``to_zero`` decision and worker exit,
   against ``scaleDownGracePeriodSeconds``.
 - scalejob cold, saturated: one worker busy on a long task (min 1); ``put`` one more.
@@ -38,8 +38,8 @@ GRACE = 1.0
 
 
 def _deploy(w: World, **autoscaler: Any) -> Any:
-    from app.queue import services
     from app.core.specs import parse_spec
+    from app.queue import services
 
     spec = parse_spec({"metadata": {"name": w.name("react")}, "autoscaler": autoscaler})
     services.save(w.r, spec)
@@ -101,8 +101,8 @@ def _autoscaler(w: World, *args: str) -> Iterator[None]:
 
 def scalejob_cold_at_zero(w: World, n: int, fork: bool = True) -> tuple[list[float], list[float], list[float]]:
     """(reaction, to_zero decision after the last task, worker exit after the last task)."""
-    from app.queue.put import put
     from app.queue import decisions as history
+    from app.queue.put import put
 
     spec = _deploy(w, min=0, max=4, strategies={"avg_waiting_length": 1},
                    behavior={"onZero": {"scaleDownGracePeriodSeconds": GRACE}, "scaleDown": {"stabilizationWindowSeconds": 0.5}})

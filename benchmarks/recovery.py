@@ -32,9 +32,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from kombu.transport.redis import Channel as RedisChannel
-
 import psutil
+from kombu.transport.redis import Channel as RedisChannel
 
 from benchmarks.common import World, markdown_table, percentile, use_world_in_this_process, world
 from tests.helpers import python_argv, wait_for
@@ -98,9 +97,9 @@ def scalejob_rounds(w: World, kills: int) -> list[float]:
 
 def local_rounds(w: World, kills: int) -> list[float]:
     """Workers of a real ``scalejob autoscale`` (local backend, template forks): SIGKILL of the worker tree."""
+    from app.core.specs import parse_spec
     from app.queue import records, services
     from app.queue.put import put
-    from app.core.specs import parse_spec
     from app.queue.workers import list_workers
 
     spec = parse_spec({"metadata": {"name": w.name("reclocal")}, "autoscaler": {"min": 2, "max": 2}})

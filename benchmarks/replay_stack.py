@@ -151,9 +151,9 @@ def autoscaler_block(policy: dict[str, float], max_workers: int, grace: float, w
 def scalejob_up(w: World, label: str, autoscaler: dict[str, Any], settle_cap: float) -> Iterator[Target]:
     """A real ``scalejob up SPEC`` (API, autoscaler forking workers from its template) on the world's Redis."""
     from app.core import keys
+    from app.core.specs import parse_spec
     from app.queue import records
     from app.queue.put import put
-    from app.core.specs import parse_spec
     from app.queue.workers import list_workers
 
     raw = {"metadata": {"name": w.name("replay")}, "autoscaler": autoscaler}

@@ -30,8 +30,8 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=300, help="samples per path")
     ap.add_argument("--redis", default=DEFAULT_REDIS)
     args = ap.parse_args()
-    from app.queue import services
     from app.core.specs import parse_spec
+    from app.queue import services
 
     with world(args.redis, "sync") as w:
         app_port, api_port = free_port(), free_port()

@@ -69,10 +69,10 @@ def _settle(ctl: Any) -> None:
 
 def measure(ticks: int, workers: int, sizes: list[int], rounds: int, redis_url: str) -> list[list[object]]:
     from app.core import keys
-    from app.queue import services
     from app.core.celery_app import celery_app
     from app.core.connections import endpoints
     from app.core.specs import parse_spec
+    from app.queue import services
     from autoscale.backends.local import LocalBackend
     from autoscale.controller import Controller, ScalejobTargets
     from autoscale.metrics.broker import BrokerDepth
@@ -112,11 +112,12 @@ def _with_actions(r, ctl: Any, backend: Any, raw: dict[str, Any], service: str, 
     """Rounds of (spawn 2, stop 2) ticks; ``max`` is switched by the target list, so no spec is re-parsed in a tick."""
     from app.core import keys
     from app.core.specs import parse_spec
+    from autoscale.config import from_spec
     from autoscale.controller import Target
     from autoscale.policy import AutoscalerConfig
 
     def cfg(n: int) -> AutoscalerConfig:
-        return AutoscalerConfig.from_spec(parse_spec({**raw, "autoscaler": {**raw["autoscaler"], "max": n}}))
+        return from_spec(parse_spec({**raw, "autoscaler": {**raw["autoscaler"], "max": n}}))
 
     current: list[Target] = []
     ctl.targets = lambda: current

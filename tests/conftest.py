@@ -93,8 +93,8 @@ class Stack:
         return f"{base}-{uuid.uuid4().hex[:6]}"
 
     def deploy(self, spec: dict[str, Any]) -> Any:
-        from app.queue import services
         from app.core.specs import parse_spec
+        from app.queue import services
 
         parsed = parse_spec(spec)
         services.save(self.r, parsed)

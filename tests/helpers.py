@@ -6,8 +6,8 @@ import os
 import signal
 import socket
 import subprocess
-import textwrap
 import sys
+import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path

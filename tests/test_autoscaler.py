@@ -174,8 +174,8 @@ def test_a_new_leader_finishes_a_scale_in_its_dead_predecessor_began(stack: Stac
     """
     from app.core import keys
     from app.core.celery_app import celery_app
-    from autoscale.scalein import Control
     from app.queue import workers as registry
+    from autoscale.scalein import Control
 
     spec = stack.deploy(autoscaled_spec(stack, min=0, max=1))
     worker = stack.start_worker(spec.name, name=f"{spec.name}-byhand@test")

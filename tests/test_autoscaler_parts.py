@@ -13,6 +13,7 @@ from rich.console import Console
 from tests.autoscaling import autoscaled_spec
 from tests.conftest import Stack
 from tests.helpers import wait_for
+from workers.heartbeat import Heartbeat
 
 
 def _controller(stack: Stack):  # noqa: ANN202
@@ -25,8 +26,8 @@ def _controller(stack: Stack):  # noqa: ANN202
 
 
 def test_every_decision_is_recorded_with_its_inputs_and_shown_by_status(stack: Stack) -> None:
+    from app.cli.status import status_table
     from app.queue import decisions as history
-    from app.queue.status import status_table
 
     spec = stack.deploy(autoscaled_spec(stack, min=0, max=3))
     scaler = _controller(stack)
@@ -92,7 +93,7 @@ def test_a_registry_entry_lost_with_redis_comes_back_with_the_state_the_autoscal
     from app.queue import workers as registry
 
     name = f"{stack.service_name('lost')}@test"
-    hb = registry.Heartbeat(stack.r, name, "svc-lost", state="idle")
+    hb = Heartbeat(stack.r, name, "svc-lost", state="idle")
     hb.start()
     try:
         wait_for(lambda: (w := registry.get_worker(stack.r, name)) and w.state == "idle", 10, what="the entry")

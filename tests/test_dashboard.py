@@ -12,8 +12,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 import signal
+import tempfile
 import threading
 import time
 import uuid
@@ -321,10 +321,10 @@ def inprocess_api(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[str
 
 
 def test_workers_show_their_gpu_device_util_and_memory_or_no_gpu(stack: Stack, inprocess_api: str, browser: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from app.ui import data as ui_data
-    from autoscale.metrics.gpu import GpuMonitor
-    from tests.fake_nvml import GiB, FakeNvml
+    from app.core.gpu import GpuMonitor
     from app.queue import workers as registry
+    from app.ui import data as ui_data
+    from tests.fake_nvml import FakeNvml, GiB
 
     nvml = FakeNvml(2)
     nvml.devices[1].util, nvml.devices[1].mem_used = 73.0, 20 * GiB

@@ -7,8 +7,8 @@ import uuid
 from types import SimpleNamespace
 
 from app.core import keys
+from app.queue.run_times import KEPT as RUN_TIMES_KEPT
 from autoscale import durations
-from autoscale.target_wait import RUN_TIMES_KEPT
 from tests.conftest import Stack
 from tests.helpers import wait_for
 from workers import lifecycle

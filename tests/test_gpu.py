@@ -7,10 +7,11 @@ from dataclasses import dataclass
 
 import pytest
 
-from autoscale.metrics.gpu import GpuMonitor, process_tree, with_gpu
+from app.core.gpu import GpuMonitor, process_tree
 from app.core.nvml import open_nvml
+from autoscale.metrics.gpu import with_gpu
 from autoscale.policy import AutoscalerConfig, Observation, PolicyState, WorkerView, choose_victims, decide
-from tests.fake_nvml import GiB, FakeNvml
+from tests.fake_nvml import FakeNvml, GiB
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,9 @@ try:
 except pynvml.NVMLError as exc:
     pytest.skip(f"no NVIDIA driver here: pynvml.nvmlInit failed ({exc})", allow_module_level=True)
 
-from autoscale.metrics.gpu import GpuMonitor  # noqa: E402
+from app.core.gpu import GpuMonitor  # noqa: E402
 from app.core.nvml import RealNvml, open_nvml  # noqa: E402
+
 
 @pytest.fixture
 def nvml() -> RealNvml:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from app.core.specs import parse_spec
+from autoscale.config import from_spec
 from autoscale.policy import (
     AutoscalerConfig,
     Decision,
@@ -239,11 +240,11 @@ def test_config_from_spec_reads_every_key() -> None:
             },
         }
     )
-    assert AutoscalerConfig.from_spec(spec) == AutoscalerConfig(
+    assert from_spec(spec) == AutoscalerConfig(
         min=0, max=8, avg_waiting_length=3, scale_down_grace=30, stabilization=5,
         scale_up_step=4, scale_down_step=2, warm_standby=1, gpu_per_worker=2,
     )
 
 
 def test_defaults_match_the_eas_defaults() -> None:
-    assert AutoscalerConfig.from_spec(parse_spec({"metadata": {"name": "svc"}})) == AutoscalerConfig()
+    assert from_spec(parse_spec({"metadata": {"name": "svc"}})) == AutoscalerConfig()

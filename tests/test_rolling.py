@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from app.queue import services
 from app.core.specs import parse_spec
+from app.queue import services
 from tests.conftest import Stack
 from tests.helpers import Proc, python_argv, wait_for
 

@@ -18,8 +18,8 @@ import psutil
 import pytest
 
 from tests.helpers import wait_for
-from workers.process import spawner
 from workers.command import REAPER, run_command
+from workers.process import spawner
 
 
 @pytest.fixture

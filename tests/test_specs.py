@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from app.queue.services import spec_hash
 from app.core.specs import SpecError, json_schema, load_spec, parse_spec
+from app.queue.services import spec_hash
 from tests.helpers import ROOT
 
 EXAMPLES = sorted((ROOT / "deploy" / "examples").glob("*.json"))

@@ -6,11 +6,11 @@ import time
 
 from rich.console import Console
 
-from app.queue import services
+from app.cli.status import status_tables
 from app.queue import decisions as history
-from app.queue.status import status_tables
-from tests.conftest import Stack
+from app.queue import services
 from app.queue import workers as registry
+from tests.conftest import Stack
 
 
 def render(obj: object) -> str:

@@ -10,7 +10,8 @@ import time
 import uuid
 
 from app.core import keys
-from app.queue import records, output as sink
+from app.queue import output as sink
+from app.queue import records
 from tests.conftest import Stack
 from workers import lifecycle
 

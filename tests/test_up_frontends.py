@@ -12,7 +12,7 @@ import httpx
 import psutil
 
 from tests.helpers import ROOT, wait_for
-from tests.test_up import cli, clean_env, ctrl_c, start_up
+from tests.test_up import clean_env, cli, ctrl_c, start_up
 
 INTEGRATED = ROOT / "deploy" / "examples" / "integrated.json"
 

@@ -23,14 +23,14 @@ from pathlib import Path
 from celery.signals import worker_init, worker_ready, worker_shutdown, worker_shutting_down
 
 from app.core import keys
-from app.queue import services, tenants
 from app.core.connections import state_redis
 from app.core.settings import get_settings
 from app.core.specs import ServiceSpec
-from workers.process import progress_server, spawner
+from app.queue import services, tenants
 from workers.command import REAPER, remove_progress_dir
+from workers.heartbeat import Heartbeat
 from workers.leases import fencing_redis
-from app.queue.workers import Heartbeat
+from workers.process import progress_server, spawner
 from workers.process.userapp import UserApp
 
 log = logging.getLogger(__name__)

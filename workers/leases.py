@@ -20,9 +20,9 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from app.queue import records
 from app.core.connections import endpoints
 from app.core.settings import get_settings
+from app.queue import records
 
 
 class LeaseClock:

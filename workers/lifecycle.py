@@ -22,9 +22,9 @@ from typing import Any
 import redis
 
 from app.core import keys, replies
-from app.queue import records, output as sink
 from app.core.settings import get_settings
-from autoscale import durations
+from app.queue import output as sink
+from app.queue import records, run_times
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +53,11 @@ return {0, redis.call('HGET', KEYS[1], 'state') or '', redis.call('HGET', KEYS[1
 """
 
 # KEYS: record, per-request stream, sink, sink counter, lease, running hash, worker's task set,
-# stale-write counter, the service's run times (autoscale/durations.py). ARGV: state, record ttl,
+# stale-write counter, the service's run times (app/queue/run_times.py). ARGV: state, record ttl,
 # request id, worker ('' = not the lease holder: release nothing), data, tags JSON, to sink, sink
 # cap, epoch ('' = unfenced), then the terminal fields (ARGV[11]: finished_at). The lease holder's
 # succeeded or failed run adds its run time. Returns {moved, final state}, or {-2, current epoch} when the epoch is stale (refused).
-_END = records.FINISH_FN + records.RELEASE_FN + records.STALE_FN + sink.EMIT_FN + durations.RECORD_FN + """
+_END = records.FINISH_FN + records.RELEASE_FN + records.STALE_FN + sink.EMIT_FN + run_times.RECORD_FN + """
 if stale(KEYS[1], KEYS[8], ARGV[9]) then
   if redis.call('HGET', KEYS[6], ARGV[3]) ~= ARGV[4] then redis.call('SREM', KEYS[7], ARGV[3]) end
   return {-2, redis.call('HGET', KEYS[1], 'attempts') or ''}

@@ -17,27 +17,31 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import redis
 from celery import Task
 
 from app.core import keys, replies
-from app.queue import records
 from app.core.celery_app import celery_app
 from app.core.connections import state_redis
 from app.core.settings import get_settings
-from workers import ackgate, lifecycle
+from app.queue import records
 from app.queue import workers as registry
-from workers.leases import CLOCK, fencing_redis
-from workers.process import progress_server
+from workers import ackgate, lifecycle
 from workers.command import OutputBudget, RateLimiter, progress_dir, run_command
 from workers.instance import Instance, instance_for
+from workers.leases import CLOCK, fencing_redis
+from workers.process import progress_server
 from workers.query import UserAppUnavailable, run_query
 
 log = logging.getLogger(__name__)
+
+# RabbitMQ: ack on start, keep idle-first. Added here, not in app.core.celery_app, because a worker
+# imports this module (the app's include) before it builds its consumer's blueprint.
+celery_app.steps["consumer"].add(ackgate.GateStep)
 
 
 T = TypeVar("T")

@@ -26,8 +26,8 @@ from typing import Any
 import redis
 
 from app.core import keys
-from app.queue import services
 from app.core.specs import ServiceSpec
+from app.queue import services
 
 
 class Unauthorized(PermissionError):

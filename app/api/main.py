@@ -23,14 +23,15 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.eas import routes as api_queue
-from app.api import requests as api_requests, auth
-from app.queue import depth, records, services
-from app.core import keys
-from app.ui import routes as ui
+from app.api import auth
+from app.api import requests as api_requests
 from app.core.connections import state_redis
-from app.core.specs import ServiceSpec, SpecError, parse_spec
+from app.core.specs import SpecError, parse_spec
+from app.eas import calls
+from app.eas import routes as api_queue
+from app.queue import depth, records, services, status
 from app.queue.workers import list_workers
+from app.ui import routes as ui
 
 log = logging.getLogger("scalejob.api")
 
@@ -121,7 +122,7 @@ def healthz() -> dict[str, Any]:
 
 @app.get("/metrics", summary="Prometheus metrics (admin token)")
 def metrics(request: Request) -> Response:
-    api_queue.authorize(request.headers.get("authorization"), None)
+    calls.authorize(request.headers.get("authorization"), None)
     r = state_redis()
     STALE.set(records.stale_writes(r))
     for name in services.all_specs(r):
@@ -134,69 +135,28 @@ def metrics(request: Request) -> Response:
             counts[w.state] = counts.get(w.state, 0) + 1
         for state in ("starting", "idle", "busy", "draining", "standby"):
             WORKERS.labels(name, state).set(counts.get(state, 0))
-        FAILED_STARTS.labels(name).set(_health(r, name)["failures"])
+        FAILED_STARTS.labels(name).set(status.service_health(r, name)["failures"])
     return Response(generate_latest(METRICS), media_type=CONTENT_TYPE_LATEST)
 
 
 # --- services (admin) ---------------------------------------------------------------------------
 def _admin(request: Request) -> None:
-    api_queue.authorize(request.headers.get("authorization"), None)
-
-
-def public_spec(r: redis.Redis, spec: ServiceSpec) -> dict[str, Any]:
-    """The spec as JSON with its token masked: tokens are never sent back, only that there is one."""
-    data = json.loads(spec.to_json())
-    if services.token(r, spec.name):
-        data.setdefault("metadata", {})["token"] = "***"
-    return data
-
-
-def stats(r: redis.Redis, name: str) -> dict[str, Any]:
-    """Live numbers of one service: waiting, running, workers by state, the autoscaler's last word."""
-    workers = list_workers(r, name)
-    by_state: dict[str, int] = {}
-    for w in workers:
-        by_state[w.state] = by_state.get(w.state, 0) + 1
-    try:
-        waiting: int | None = depth.waiting(name)
-    except Exception:  # noqa: BLE001 - broker unreachable: say so instead of failing the call
-        waiting = None
-    raw = r.lindex(keys.decisions(name), 0)
-    decision = json.loads(raw) if raw else None
-    return {
-        "waiting": waiting,
-        "running": sum(len(w.running) for w in workers),
-        "workers": by_state,
-        "desired": decision.get("desired") if decision else None,
-        "last_decision": decision,
-    }
+    calls.authorize(request.headers.get("authorization"), None)
 
 
 @app.get("/api/services", summary="Every service with live stats (admin token)")
 def list_services(request: Request) -> list[dict[str, Any]]:
     _admin(request)
     r = state_redis()
-    return [{"name": n, "spec": public_spec(r, s), "stats": stats(r, n), **_health(r, n)} for n, s in sorted(services.all_specs(r).items())]
-
-
-def _health(r: redis.Redis, name: str) -> dict[str, Any]:
-    """``health`` (ok | crash_loop_backoff), ``failures``, ``backoff_left``, ``last_failure`` (app/queue/health.py) and ``front_end`` (app/cli/frontends.py)."""
-    from app.queue import health
-    from app.queue.status import front_end_view
-
-    h = health.view(r, name)
-    try:
-        fe = front_end_view(r, services.get(r, name))
-    except services.UnknownService:
-        fe = None
-    return {"health": h["health"], "failures": h["failures"], "backoff_left": h["backoff_left"], "last_failure": h["last_failure"], "front_end": fe}
+    return [{"name": n, "spec": services.public(r, s), "stats": status.service_stats(r, n), **status.service_health(r, n)} for n, s in sorted(services.all_specs(r).items())]
 
 
 @app.get("/api/services/{name}", summary="One service's spec and live stats (admin token)")
 def get_service(name: str, request: Request) -> dict[str, Any]:
     _admin(request)
-    spec = api_queue.load_spec(name)
-    return {"name": name, "spec": public_spec(state_redis(), spec), "stats": stats(state_redis(), name), **_health(state_redis(), name)}
+    spec = calls.load_spec(name)
+    r = state_redis()
+    return {"name": name, "spec": services.public(r, spec), "stats": status.service_stats(r, name), **status.service_health(r, name)}
 
 
 MAX_SPEC_BYTES = 1024 * 1024  # a spec is a few KB; refuse more without reading it
@@ -207,7 +167,7 @@ MAX_SPEC_BYTES = 1024 * 1024  # a spec is a few KB; refuse more without reading 
 async def put_service(name: str, request: Request) -> dict[str, Any]:
     _admin(request)
     try:
-        data = json.loads(await api_queue.read_body(request, MAX_SPEC_BYTES))  # 413 before reading a huge body
+        data = json.loads(await calls.read_body(request, MAX_SPEC_BYTES))  # 413 before reading a huge body
     except ValueError as exc:  # not JSON, not UTF-8, or an integer past Python's 4,300-digit conversion limit
         raise HTTPException(422, f"body is not valid JSON: {str(exc)[:200]}") from None
     except RecursionError:  # "[[[[...]]]]": json.loads recurses once per nesting level
@@ -220,7 +180,7 @@ async def put_service(name: str, request: Request) -> dict[str, Any]:
         raise HTTPException(400, f"metadata.name {spec.name!r} does not match the URL's service {name!r}")
     r = state_redis()
     version = services.save(r, spec)
-    api_queue.forget_spec(name)
+    calls.forget_spec(name)
     out: dict[str, Any] = {"name": name, "version": version}
     if not spec.metadata.token and not auth.has_issued(r, name):
         out["token"] = auth.issue(r, name)  # shown once; only its digest is kept
@@ -231,7 +191,7 @@ async def put_service(name: str, request: Request) -> dict[str, Any]:
 def delete_service(name: str, request: Request) -> dict[str, Any]:
     _admin(request)
     r = state_redis()
-    api_queue.forget_spec(name)
+    calls.forget_spec(name)
     if not services.delete(r, name):
         raise HTTPException(404, f"unknown service {name!r}")
     auth.revoke_service(r, name)

@@ -17,9 +17,11 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from app.core import keys, replies
-from app.queue import streams as queues, records, services, output as sink
-from app.eas.routes import authorize, unknown
 from app.core.connections import state_redis, waiting_redis
+from app.eas.calls import authorize, unknown
+from app.queue import output as sink
+from app.queue import records, services
+from app.queue import streams as queues
 
 router = APIRouter()
 POSITION_SCAN = 500  # stop counting earlier waiting requests after this many finished ones in a row

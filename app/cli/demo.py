@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import cast
 
 from rich.console import Console
+
 from workers.query import result_body
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "examples"
@@ -43,12 +44,13 @@ def run_demo(console: Console) -> int:
     data_dir = Path(os.environ.get("SCALEJOB_DATA_DIR") or tempfile.mkdtemp(prefix="scalejob-demo-"))
     os.environ["SCALEJOB_DATA_DIR"] = str(data_dir)
 
-    from app.queue import put as inqueue, records, services
-    from app.cli.main import follow_request
+    from app.cli.run import fail, follow
     from app.core.connections import endpoints, redacted, state_redis
     from app.core.embedded import find_embedded, stop_embedded
     from app.core.settings import get_settings
     from app.core.specs import parse_spec
+    from app.queue import put as inqueue
+    from app.queue import records, services
 
     get_settings.cache_clear()
     ep = endpoints()
@@ -68,10 +70,10 @@ def run_demo(console: Console) -> int:
         console.print(f"[bold]worker[/bold] pid {worker.pid} started; submitting a command task")
         cmd = f"{sys.executable} {examples / 'train.py'} --steps 5 --step-seconds 0.2"
         _, rid = inqueue.put(r, spec, "command", cmd.encode())
-        rec = follow_request(r, rid, timeout=120)
+        rec = follow(r, rid, 120, fail)
         console.print(f"command task {rid}: [bold]{rec.state}[/bold] exit_code={rec.result and rec.result.get('exit_code')}")
         _, qid = inqueue.put(r, spec, "query", b"hello scalejob")
-        qrec = follow_request(r, qid, timeout=120)
+        qrec = follow(r, qid, 120, fail)
         body = result_body(qrec.result).decode(errors="replace") if qrec.result else qrec.error
         console.print(f"query task {qid}: [bold]{qrec.state}[/bold] HTTP {qrec.result and qrec.result.get('status')} {body}")
         code = 0 if rec.state == qrec.state == "succeeded" else 1

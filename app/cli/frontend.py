@@ -20,8 +20,8 @@ import os
 import time
 from pathlib import Path
 
-from app.core.specs import ServiceSpec
 from app.core.backoff import BackoffConfig
+from app.core.specs import ServiceSpec
 from workers.process.supervisor import SupervisedProcess
 
 SCHEDULE = BackoffConfig()

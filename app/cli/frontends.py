@@ -5,40 +5,25 @@ here and not from up's argv: a spec deployed later (``scalejob deploy``, ``PUT
 /api/services``) must get its front end too, a redeploy restarts it with the new script, and a
 delete stops it. A front end starts only once the API answers ``/healthz``: its first put must
 not meet a closed port. Its state is published under ``keys.frontend(service)`` (with a TTL, so
-a stack that died does not leave a "running" front end behind) for ``status``, the API and the
-dashboard.
+a stack that died does not leave a "running" front end behind; :mod:`app.queue.frontends` owns the key)
+for ``status``, the API and the dashboard.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
-from typing import Any
 
 import httpx
 import redis
 
 from app.api import auth
-from app.core import keys
-from app.queue import services
 from app.cli.frontend import FrontendProcess
 from app.core.specs import ServiceSpec
+from app.queue import frontends as stored
+from app.queue import services
 
 log = logging.getLogger(__name__)
-
-STATE_TTL = 10  # seconds: refreshed every sync
-
-
-def wants_front_end(spec: ServiceSpec) -> bool:
-    return spec.metadata.type == "ScalableJobService" and spec.front_end is not None and bool(spec.front_end.script)
-
-
-def state(r: redis.Redis, service: str) -> dict[str, Any] | None:
-    """The published state of ``service``'s front end, or None (none runs, or no stack runs it)."""
-    raw = r.get(keys.frontend(service))
-    return json.loads(raw) if raw else None
-
 
 class FrontEnds:
     """The front ends of one stack, kept in line with the deployed specs."""
@@ -70,16 +55,13 @@ class FrontEnds:
         """Start, restart (script changed) and stop front ends to match the specs; publish their state."""
         if not self._api_answers():
             return
-        wanted = {n: s for n, s in services.all_specs(self.r).items() if wants_front_end(s)}
+        wanted = {n: s for n, s in services.all_specs(self.r).items() if stored.wants_front_end(s)}
         for name in [n for n, (script, _) in self.running.items() if n not in wanted or wanted[n].front_end.script != script]:  # type: ignore[union-attr]
             self._stop(name)
         for name, spec in wanted.items():
             if name not in self.running:
                 self._start(spec)
-        with self.r.pipeline(transaction=False) as p:
-            for name, (_, fe) in self.running.items():
-                p.set(keys.frontend(name), json.dumps(fe.state()), ex=STATE_TTL)
-            p.execute()
+        stored.publish(self.r, {name: fe.state() for name, (_, fe) in self.running.items()})
 
     def _start(self, spec: ServiceSpec) -> None:
         fe = FrontendProcess(spec, self.endpoint, self.token(spec), self.cwd, self.log_dir / f"frontend-{spec.name}.log")
@@ -91,7 +73,7 @@ class FrontEnds:
     def _stop(self, name: str) -> None:
         _, fe = self.running.pop(name)
         fe.stop()
-        self.r.delete(keys.frontend(name))
+        stored.forget(self.r, name)
 
     def stop_all(self) -> None:
         for name in list(self.running):

@@ -8,24 +8,18 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import NoReturn
 
 import typer
 from rich.console import Console
 
-from app.queue import records, services
 from app.cli.help import quiet_metavars
+from app.cli.run import err, fail, follow
 from app.core.specs import SpecError, load_spec
+from app.queue import records, services
 
 quiet_metavars()
 cli = typer.Typer(add_completion=False, no_args_is_help=True, help="scalejob: elastic Celery workers that never kill a running task.")
 console = Console()
-err = Console(stderr=True)
-
-
-def fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
 
 
 def _own_embedded() -> None:
@@ -135,8 +129,6 @@ def readable(result: dict | None) -> dict | None:
 
 def follow_request(r, request_id: str, timeout: float | None) -> records.Record:  # noqa: ANN001
     """Stream a request's log lines with a live progress bar; return its final record."""
-    from app.cli.run import follow
-
     return follow(r, request_id, timeout, fail)
 
 
@@ -238,7 +230,9 @@ def status(
     Examples: scalejob status
               scalejob status --watch
     """
-    from app.queue.status import status_data, status_tables, watch as watch_status
+    from app.cli.status import status_tables
+    from app.cli.status import watch as watch_status
+    from app.queue.status import status_data
 
     if output not in ("table", "json"):
         fail(f"--output: expected table or json, got {output!r}")

@@ -172,8 +172,8 @@ def register(cli: typer.Typer, fail: Callable[[str], NoReturn], redis: Callable[
 
         Example: SCALEJOB_FLOWER_USER=admin SCALEJOB_FLOWER_PASSWORD=s3cret scalejob flower --port 5555
         """
-        from app.core.connections import endpoints
         from app.cli.flower import FlowerAuthMissing, build, exec_flower
+        from app.core.connections import endpoints
 
         try:
             cmd = build(address, port, insecure, endpoints().broker_url)

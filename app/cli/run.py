@@ -16,10 +16,20 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from app.queue import records, output as sink
 from app.core.terminal import printable
+from app.queue import output as sink
+from app.queue import records
 
 console = Console()
+
+
+err = Console(stderr=True)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """One line on stderr and a non-zero exit: how every scalejob command fails."""
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
 
 
 def port_in_use(host: str, port: int) -> str | None:
@@ -125,9 +135,9 @@ def register(cli: typer.Typer, fail: Callable[[str], NoReturn], redis: Callable[
         _own_embedded()
         import os
 
+        from app.cli.up import run_up
         from app.core.settings import get_settings
         from app.core.specs import SpecError, load_spec
-        from app.cli.up import run_up
 
         if data_dir is not None:
             os.environ["SCALEJOB_DATA_DIR"] = str(data_dir)

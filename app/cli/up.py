@@ -27,9 +27,9 @@ from typing import Any
 import psutil
 from rich.console import Console
 
-from app.core.private import exposure
-from app.core.embedded import EmbeddedRedis, stop_embedded
 from app.cli.frontends import FrontEnds
+from app.core.embedded import EmbeddedRedis, stop_embedded
+from app.core.private import exposure
 
 
 @dataclass
@@ -189,11 +189,11 @@ def flower_login(environ: dict[str, str]) -> tuple[dict[str, str], str]:
 
 def run_up(specs: list[Path], port: int, flower_port: int | None, stop_timeout: float, console: Console) -> int:  # noqa: PLR0912, PLR0915 - the start-up sequence in order; split with app/cli (issue 12)
     """Start everything, print where it is, block until SIGINT/SIGTERM, stop everything."""
-    from app.queue import services
     from app.core.connections import endpoints, redacted, state_redis
     from app.core.embedded import find_embedded
     from app.core.settings import get_settings
     from app.core.specs import load_spec
+    from app.queue import services
     from autoscale.backends.local import recorded_processes
 
     settings = get_settings()

@@ -60,7 +60,7 @@ def worker_keys() -> tuple[list[str], list[str]]:
         _star(keys.sink_seq),
         _star(keys.input_stream),  # requeues after a lost worker re-put through app/queue/put.py
         _star(keys.input_seq),
-        _star(keys.run_times),  # the finish script records the run time (autoscale/durations.py)
+        _star(keys.run_times),  # the finish script records the run time (app/queue/run_times.py)
     ]
     ro = [keys.services(), _star(keys.service_version), _star(keys.service_deleting), _star(keys.service_health),
           _star(keys.service_tenants)]

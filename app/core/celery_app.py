@@ -14,7 +14,6 @@ from celery import Celery
 
 from app.core.connections import endpoints, is_redis_url
 from app.core.settings import get_settings
-from workers.ackgate import GateStep
 
 
 def redis_transport_options(visibility_timeout: int, service: str | None = None) -> dict[str, Any]:
@@ -75,7 +74,8 @@ def _lazy_defaults() -> dict[str, Any]:
     return celery_config(endpoints().broker_url, get_settings().visibility_timeout)
 
 
+# a worker imports workers.tasks (the include) before it builds its blueprints, and that module adds
+# the worker's own bootsteps: this app knows nothing of workers/
 celery_app = Celery("scalejob", include=["workers.tasks"])
 celery_app.add_defaults(_lazy_defaults)
-celery_app.steps["consumer"].add(GateStep)  # RabbitMQ: ack on start, keep idle-first
 app = celery_app  # `celery -A app.celery_app` looks for `app` or `celery`

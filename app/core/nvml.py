@@ -29,7 +29,7 @@ class DeviceSample:
 
 
 class NvmlSource(Protocol):
-    """What :mod:`autoscale.metrics.gpu` needs from NVML."""
+    """What :mod:`app.core.gpu` needs from NVML."""
 
     def sample(self) -> list[DeviceSample]:
         """Every device NVML sees now, plus the XID errors since the previous call."""

@@ -14,7 +14,6 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-
 MIN_LEASE_TTL = 2.0  # s: below this one slow heartbeat (a loaded host, a GC pause) would already cost a running job
 
 

@@ -34,12 +34,26 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 
 from app.api import auth
-from app.queue import put as inqueue, streams as queues, services, output as sink
 from app.core import keys, replies
-from app.eas.routes import HEADER_REQUEST_ID, HEADER_UID, Target, _put, authorize, bool_param, cached_spec, load_spec, read_body, split_params
 from app.core.connections import state_redis, waiting_redis
 from app.core.settings import get_settings
 from app.core.specs import ServiceSpec
+from app.eas.calls import (
+    HEADER_REQUEST_ID,
+    HEADER_UID,
+    Target,
+    _put,
+    authorize,
+    bool_param,
+    cached_spec,
+    load_spec,
+    read_body,
+    split_params,
+)
+from app.queue import output as sink
+from app.queue import put as inqueue
+from app.queue import services
+from app.queue import streams as queues
 
 SYNC_TIMEOUT_S = 60.0
 MAX_CLOCK_SKEW_S = 15 * 3600  # PredictClient writes local time labelled GMT: allow any time zone

@@ -28,10 +28,21 @@ from fastapi import HTTPException, WebSocket
 from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocketState
 
-from app.eas import protocol as eas_proto
-from app.queue import output as sink
-from app.eas.routes import HEADER_GID, HEADER_UID, Target, bool_param, frame, int_param, resolve, split_params, tenant_group, tenant_scope
 from app.core.settings import get_settings
+from app.eas import protocol as eas_proto
+from app.eas.calls import (
+    HEADER_GID,
+    HEADER_UID,
+    Target,
+    bool_param,
+    frame,
+    int_param,
+    resolve,
+    split_params,
+    tenant_group,
+    tenant_scope,
+)
+from app.queue import output as sink
 
 BLOCK_MS = 500  # one blocking read; also the longest a released entry waits for a blocked watcher
 

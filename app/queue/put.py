@@ -17,11 +17,11 @@ from typing import Any
 import redis
 from kombu.exceptions import OperationalError
 
-from app.queue import depth, memory, records, tenants
 from app.core import keys, replies
 from app.core.connections import endpoints
 from app.core.settings import get_settings
 from app.core.specs import ServiceSpec
+from app.queue import depth, memory, records, tenants
 
 RETRY_AFTER_S = 2
 

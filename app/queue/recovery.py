@@ -24,8 +24,9 @@ from typing import Any
 import redis
 
 from app.core import keys
-from app.queue import records
 from app.core.settings import get_settings
+from app.queue import records
+from app.queue import workers as registry
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +69,6 @@ def requeue_dead(r: redis.Redis, worker: str, service: str, send: Send) -> list[
     Its registry entry goes too: a dead worker must not count as capacity, nor its request as
     running, for the seconds its entry would take to expire.
     """
-    from app.queue import workers as registry
-
     recovered = []
     for request_id, holder in records.running_requests(r).items():
         if holder != worker or not records.requeue_of_dead(r, request_id, worker):

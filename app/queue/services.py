@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any
 
 import redis
 
@@ -154,3 +155,11 @@ def remove(r: redis.Redis, name: str) -> bool:
         p.delete(keys.service_health(name))  # app/queue/health.py: a new deploy of the name starts healthy
         gone, *_ = p.execute()
     return bool(gone)
+
+
+def public(r: redis.Redis, spec: ServiceSpec) -> dict[str, Any]:
+    """The spec as JSON with its token masked: tokens are never sent back, only that there is one."""
+    data = json.loads(spec.to_json())
+    if token(r, spec.name):
+        data.setdefault("metadata", {})["token"] = "***"
+    return data

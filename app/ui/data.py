@@ -19,9 +19,9 @@ import redis
 
 from app.api import auth
 from app.core import keys
-from app.queue import records, services
 from app.core.settings import get_settings
 from app.core.specs import ServiceSpec
+from app.queue import records, services, status
 from app.queue.workers import WorkerInfo, list_workers
 
 log = logging.getLogger("scalejob.ui")
@@ -76,13 +76,9 @@ def visible_specs(r: redis.Redis, who: Viewer) -> dict[str, ServiceSpec]:
 
 def service_row(r: redis.Redis, name: str, spec: ServiceSpec) -> dict[str, Any]:
     """One line of the live services table."""
-    from app.api.main import stats
-
-    from app.api.main import _health
-
-    s = stats(r, name)
+    s = status.service_stats(r, name)
     last = s["last_decision"] or {}
-    h = _health(r, name)
+    h = status.service_health(r, name)
     fe = h["front_end"]
     return {
         "name": name,
@@ -116,11 +112,10 @@ def service_rows(r: redis.Redis, who: Viewer) -> dict[str, dict[str, Any]]:
 
 def service_detail(r: redis.Redis, name: str, spec: ServiceSpec) -> dict[str, Any]:
     """Spec (token masked) and the autoscaler config, read-only."""
-    from app.api.main import public_spec
 
     return {
         "name": name,
-        "spec": public_spec(r, spec),
+        "spec": services.public(r, spec),
         "autoscaler": spec.autoscaler.model_dump(),
         "task_types": spec.allowed_task_types(),
         "row": service_row(r, name, spec),
@@ -183,7 +178,7 @@ def _gpu_snapshot(workers: list[WorkerInfo]) -> Any:
         if not _gpu_checked:
             _gpu_checked = True
             try:
-                from autoscale.metrics.gpu import GpuMonitor
+                from app.core.gpu import GpuMonitor
 
                 monitor = GpuMonitor.from_system()
                 _gpu_monitor = monitor if monitor.enabled else None

@@ -28,9 +28,9 @@ from fastapi.responses import FileResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from app.api import auth
-from app.ui import data as ui_data
-from app.eas.routes import load_spec
 from app.core.connections import state_redis
+from app.eas.calls import load_spec
+from app.ui import data as ui_data
 
 router = APIRouter()
 

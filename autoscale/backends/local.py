@@ -50,11 +50,11 @@ import psutil
 import redis
 
 from app.core import keys, replies
+from app.queue.health import FailedStart, failed_by_itself, log_tail, reason_from
 from autoscale.backends.base import BackendError, WorkerBackend, WorkerHandle
 from autoscale.backends.exits import ExitWatcher, OnExit
-from autoscale.backends.procs import adoptable, find_process, process, recorded_processes  # noqa: F401 - recorded_processes: app/cli/up.py
+from autoscale.backends.procs import LocalProc, adoptable, find_process, process, recorded_processes  # noqa: F401 - recorded_processes: app/cli/up.py
 from autoscale.backends.template import Template
-from app.queue.health import FailedStart, failed_by_itself, log_tail, reason_from
 from autoscale.leader import Leadership, lua
 
 log = logging.getLogger(__name__)
@@ -79,42 +79,6 @@ def celery_command(worker_cmd: str) -> Command:
         return [*base, "-n", name]
 
     return command
-
-
-@dataclass
-class LocalProc:
-    """One worker process this backend runs (spawned here or adopted)."""
-
-    name: str
-    service: str
-    pid: int
-    standby: bool
-    log_path: str
-    started_at: float
-    popen: subprocess.Popen | None = None  # None when adopted (not our child)
-    proc: psutil.Process | None = None
-    draining: bool = False
-    stopping_at: float | None = None
-    gpus: str = ""  # CUDA_VISIBLE_DEVICES it was started with
-    start_by: float = 0.0  # wall clock by which a starting worker must register; 0 once it did (or adopted from an old record)
-    term: int = 0  # the leader term that decided the spawn
-
-    def handle(self) -> WorkerHandle:
-        meta = {"standby": "1" if self.standby else "", "gpus": self.gpus, "draining": "1" if self.draining else "", "stopping": "1" if self.stopping_at else "",
-                "log": self.log_path, "start_by": repr(self.start_by) if self.start_by else ""}
-        return WorkerHandle(name=self.name, service=self.service, ref=str(self.pid), pid=self.pid or None, meta=meta)
-
-    def record(self) -> str:
-        return json.dumps({"pid": self.pid, "host": socket.gethostname(), "service": self.service, "standby": self.standby, "log": self.log_path,
-                           "started_at": self.started_at, "gpus": self.gpus, "term": self.term, "start_by": self.start_by, "stopping": self.stopping_at is not None})
-
-    def alive(self) -> bool:
-        if self.popen is not None and self.popen.poll() is not None:
-            return False  # reaped: no zombie left behind
-        try:
-            return self.proc is not None and self.proc.is_running() and self.proc.status() != psutil.STATUS_ZOMBIE
-        except psutil.Error:
-            return False
 
 
 @dataclass

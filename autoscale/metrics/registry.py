@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 import redis
 
 from app.core import keys
+from app.queue import workers as registry
 from autoscale.backends.base import WorkerHandle
 from autoscale.policy import WorkerView
-from app.queue import workers as registry
 
 
 @dataclass(frozen=True)

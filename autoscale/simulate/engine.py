@@ -4,7 +4,7 @@ Workers cost from spawn to exit (start time included). A task's wait is from its
 start of the run that finished it: a task cut by a kill waits again, and comes back only after
 ``redelivery`` seconds (the broker's visibility timeout on Redis; label it with the figure used).
 The policy sees what the controller would: waiting and running counts, the workers, the recent
-run times of finished tasks (the last ``RUN_TIMES_KEPT``, as autoscale/durations.py keeps them)
+run times of finished tasks (the last ``RUN_TIMES_KEPT``, as app/queue/run_times.py keeps them)
 and the worker start time.
 """
 
@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app.queue.run_times import KEPT as RUN_TIMES_KEPT
 from autoscale.policy import AutoscalerConfig, Decision, Observation, WorkerView
 from autoscale.simulate.policies import Policy
-from autoscale.target_wait import RUN_TIMES_KEPT, summarize
+from autoscale.target_wait import summarize
 
 
 @dataclass

@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing would cost the lean reaper (mypy reads the name)
 if TYPE_CHECKING:
     from collections.abc import Callable
