@@ -19,11 +19,12 @@ def from_spec(spec: ServiceSpec) -> AutoscalerConfig:
     a = spec.autoscaler
     b = a.behavior
     target = a.strategies.target_wait_seconds
+    # with no target the spec's validator has set avg_waiting_length (2.0 when neither is given)
+    avg = cast(float, a.strategies.avg_waiting_length) if target is None else AutoscalerConfig.avg_waiting_length
     return AutoscalerConfig(
         min=a.min,
         max=a.max,
-        # with no target the spec's validator has set avg_waiting_length (2.0 when neither is given)
-        avg_waiting_length=cast(float, a.strategies.avg_waiting_length) if target is None else AutoscalerConfig.avg_waiting_length,
+        avg_waiting_length=avg,
         target_wait_seconds=target,
         scale_down_grace=b.onZero.scaleDownGracePeriodSeconds,
         stabilization=b.scaleDown.stabilizationWindowSeconds,

@@ -28,7 +28,9 @@ from dataclasses import dataclass, replace
 
 from autoscale.target_wait import KEEP_IDLE, PRIOR_START, Pool, RunTimes, workers_for_target
 
-__all__ = ["AutoscalerConfig", "Decision", "Observation", "PolicyState", "RunTimes", "WorkerView", "choose_victims", "decide"]
+__all__ = [
+    "AutoscalerConfig", "Decision", "Observation", "PolicyState", "RunTimes", "WorkerView", "choose_victims", "decide",
+]
 
 CONSUMING = ("starting", "idle", "busy")  # states that take (or are about to take) tasks
 
@@ -98,7 +100,8 @@ class Decision:
     desired: int  # consuming workers wanted
     standby: int  # warm standby workers wanted (initialised, not consuming)
     reason: str  # one sentence with the inputs
-    rule: str  # scale_up | scale_down | hold | to_zero | grace | clamp_max | clamp_min | gpu_cap | rate_limit | stabilization
+    # scale_up | scale_down | hold | to_zero | grace | clamp_max | clamp_min | gpu_cap | rate_limit | stabilization
+    rule: str
     victims: tuple[str, ...] = ()  # workers to drain, in order
     activate: tuple[str, ...] = ()  # standby workers to turn into consumers now
 
@@ -142,11 +145,14 @@ def _start(obs: Observation) -> float:
     return obs.start_seconds if obs.start_seconds is not None else PRIOR_START
 
 
-def _recommend(obs: Observation, cfg: AutoscalerConfig, current: int = 0, now: float = 0.0) -> tuple[int, int, str, str | None]:
+def _recommend(
+    obs: Observation, cfg: AutoscalerConfig, current: int = 0, now: float = 0.0
+) -> tuple[int, int, str, str | None]:
     """raw and clamped recommendation, the reason text so far and the clamp rule if one bound."""
     load = obs.waiting + obs.running
     if cfg.target_wait_seconds is not None:
-        raw, reason = workers_for_target(obs.waiting, _pool(obs, current, now), obs.run_times, _start(obs), cfg.target_wait_seconds)
+        pool = _pool(obs, current, now)
+        raw, reason = workers_for_target(obs.waiting, pool, obs.run_times, _start(obs), cfg.target_wait_seconds)
     else:
         raw = math.ceil(load / cfg.avg_waiting_length) if load > 0 else 0
         reason = (
@@ -168,75 +174,86 @@ def _gpu_capacity(obs: Observation, cfg: AutoscalerConfig) -> int | None:
     return holding + max(obs.free_gpus, 0) // cfg.gpu_per_worker
 
 
-def decide(obs: Observation, state: PolicyState, cfg: AutoscalerConfig, now: float) -> tuple[Decision, PolicyState]:  # noqa: PLR0912, PLR0915 - the decision steps in docs order; split in issue 12
-    """Desired consuming and standby workers for one service at ``now``, why, and who to drain."""
+def decide(obs: Observation, state: PolicyState, cfg: AutoscalerConfig, now: float) -> tuple[Decision, PolicyState]:
+    """Desired consuming and standby workers for one service at ``now``, why, and who to drain.
+
+    The steps of the module docstring, in its order; each is a pure function of what the one
+    before it decided, so the reason text reads in the order the rules were applied.
+    """
     load = obs.waiting + obs.running
-    current = state.current
-    raw, rec, reason, rule = _recommend(obs, cfg, current, now)
+    _, rec, reason, clamp = _recommend(obs, cfg, state.current, now)  # 1. and 2.
     span = _window(obs, cfg)
-
     window = tuple((t, d) for t, d in state.history if t > now - span) + ((now, rec),)
-    window_max = max(d for _, d in window)
     zero_since = (state.zero_since if state.zero_since is not None else now) if load == 0 else None
-
-    # 3. stabilisation: up at once, down only to the window's highest recommendation.
-    if rec > current:
-        new = rec
-        rule = rule or "scale_up"
-    elif window_max < current:
-        new = window_max
-        if window_max > rec:
-            reason += f"; highest in the {_fmt(span)} s stabilization window is {window_max}"
-            rule = "stabilization"
-        else:
-            rule = rule or "scale_down"
-    else:
-        new = current
-        if window_max > rec:
-            reason += f"; highest in the {_fmt(span)} s stabilization window is {window_max}"
-            rule = "stabilization"
-        else:
-            rule = rule or "hold"
-
-    # 4. to zero only after the grace period of zero load.
-    if new == 0 and current > 0:
-        waited = now - (zero_since if zero_since is not None else now)
-        if waited >= cfg.scale_down_grace:
-            reason += f"; zero load for {_fmt(round(waited, 3))} s >= grace {_fmt(cfg.scale_down_grace)} s"
-            rule = "to_zero"
-        else:
-            new = 1
-            reason += f"; zero load for {_fmt(round(waited, 3))} s < grace {_fmt(cfg.scale_down_grace)} s, keeping 1"
-            rule = "grace"
-
-    # 5. per-tick rate limits.
-    if cfg.scale_up_step and new > current + cfg.scale_up_step:
-        new = current + cfg.scale_up_step
-        reason += f"; scale-up limited to +{cfg.scale_up_step} per tick"
-        rule = "rate_limit"
-    if cfg.scale_down_step and new < current - cfg.scale_down_step:
-        new = current - cfg.scale_down_step
-        reason += f"; scale-down limited to -{cfg.scale_down_step} per tick"
-        rule = "rate_limit"
-
-    # 6. GPU cap.
+    draft = _stabilized(rec, reason, clamp, state.current, max(d for _, d in window), span)  # 3.
+    draft = _after_grace(draft, state.current, zero_since, now, cfg.scale_down_grace)  # 4.
+    draft = _rate_limited(draft, state.current, cfg)  # 5.
     cap = _gpu_capacity(obs, cfg)
-    if cap is not None and new > cap:
-        new = cap
-        reason += f"; capped to {cap} by GPUs ({obs.free_gpus} free, {cfg.gpu_per_worker} per worker)"
-        rule = "gpu_cap"
+    draft = _gpu_capped(draft, cap, obs, cfg)  # 6.
+    standby = _standby(draft.new, cap, cfg)  # 7.
+    reason = draft.reason + (f"; {standby} warm standby" if standby else "") + f" => desired {draft.new}"
+    victims, activate = _plan(obs.workers, draft.new, standby)
+    decision = Decision(desired=draft.new, standby=standby, reason=reason, rule=draft.rule,
+                        victims=victims, activate=activate)
+    return decision, replace(state, history=window, zero_since=zero_since, current=draft.new)
 
-    # 7. warm standby, within max and what the GPUs leave.
+
+@dataclass(frozen=True)
+class _Draft:
+    """The decision between two steps: the consuming count so far, the reason text, the rule that set it."""
+
+    new: int
+    reason: str
+    rule: str
+
+    def then(self, new: int, note: str, rule: str) -> _Draft:
+        """The next draft: a step set the count to ``new`` under ``rule``; ``note`` says why."""
+        return _Draft(new, self.reason + note, rule)
+
+
+def _stabilized(rec: int, reason: str, clamp: str | None, current: int, window_max: int, span: float) -> _Draft:
+    """3. Stabilisation: up at once, down only to the window's highest recommendation."""
+    if rec > current:
+        return _Draft(rec, reason, clamp or "scale_up")
+    new = min(window_max, current)
+    if window_max > rec:
+        note = f"; highest in the {_fmt(span)} s stabilization window is {window_max}"
+        return _Draft(new, reason + note, "stabilization")
+    return _Draft(new, reason, clamp or ("scale_down" if window_max < current else "hold"))
+
+
+def _after_grace(d: _Draft, current: int, zero_since: float | None, now: float, grace: float) -> _Draft:
+    """4. To zero only after ``grace`` seconds of zero load; meanwhile one worker stays."""
+    if d.new != 0 or current <= 0:
+        return d
+    waited = now - (zero_since if zero_since is not None else now)
+    if waited >= grace:
+        return d.then(0, f"; zero load for {_fmt(round(waited, 3))} s >= grace {_fmt(grace)} s", "to_zero")
+    return d.then(1, f"; zero load for {_fmt(round(waited, 3))} s < grace {_fmt(grace)} s, keeping 1", "grace")
+
+
+def _rate_limited(d: _Draft, current: int, cfg: AutoscalerConfig) -> _Draft:
+    """5. The per-tick rate limits on the step up and down."""
+    if cfg.scale_up_step and d.new > current + cfg.scale_up_step:
+        step = cfg.scale_up_step
+        d = d.then(current + step, f"; scale-up limited to +{step} per tick", "rate_limit")
+    if cfg.scale_down_step and d.new < current - cfg.scale_down_step:
+        step = cfg.scale_down_step
+        d = d.then(current - step, f"; scale-down limited to -{step} per tick", "rate_limit")
+    return d
+
+
+def _gpu_capped(d: _Draft, cap: int | None, obs: Observation, cfg: AutoscalerConfig) -> _Draft:
+    """6. No more workers than the GPUs they hold plus the free ones allow."""
+    if cap is None or d.new <= cap:
+        return d
+    return d.then(cap, f"; capped to {cap} by GPUs ({obs.free_gpus} free, {cfg.gpu_per_worker} per worker)", "gpu_cap")
+
+
+def _standby(new: int, cap: int | None, cfg: AutoscalerConfig) -> int:
+    """7. Warm standby workers, within ``max`` and what the GPUs leave."""
     standby = min(cfg.warm_standby, max(cfg.max - new, 0))
-    if cap is not None:
-        standby = min(standby, max(cap - new, 0))
-    if standby:
-        reason += f"; {standby} warm standby"
-
-    victims, activate = _plan(obs.workers, new, standby)
-    reason += f" => desired {new}"
-    decision = Decision(desired=new, standby=standby, reason=reason, rule=rule, victims=victims, activate=activate)
-    return decision, replace(state, history=window, zero_since=zero_since, current=new)
+    return standby if cap is None else min(standby, max(cap - new, 0))
 
 
 def _window(obs: Observation, cfg: AutoscalerConfig) -> float:
@@ -262,7 +279,8 @@ def _plan(workers: tuple[WorkerView, ...], desired: int, standby: int) -> tuple[
 
     activate = tuple(w.name for w in sorted(spare, key=lambda w: w.name)[: max(desired - len(consuming), 0)])
     left = tuple(w for w in spare if w.name not in activate)
-    victims = unhealthy + choose_victims(consuming, len(consuming) - desired) + choose_victims(left, len(left) - standby)
+    victims = (unhealthy + choose_victims(consuming, len(consuming) - desired)
+               + choose_victims(left, len(left) - standby))
     return victims, activate
 
 

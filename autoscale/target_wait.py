@@ -85,7 +85,8 @@ def workers_for_target(waiting: int, pool: Pool, run: RunTimes | None, start: fl
     busy = len(pool.busy_ages)
     d = estimate(run, list(pool.busy_ages))
     if d is None:  # nothing finished yet: one worker per task (avg_waiting_length 1)
-        return busy + waiting, f"target wait {target:g} s: no run times yet, one worker per task: {busy} running + {waiting} waiting"
+        why = f"no run times yet, one worker per task: {busy} running + {waiting} waiting"
+        return busy + waiting, f"target wait {target:g} s: {why}"
     horizon = AIM * target
     covered = sum(starts_by(residual(a, d), horizon, d) for a in pool.busy_ages)
     n = busy
