@@ -7,72 +7,45 @@ out off the loop, so a tick that forks costs what one that does not. Only the le
 (``autoscale/leader.py``) acts; a second instance waits as a hot standby
 and, when it takes over, first adopts the running workers of the old one.
 
-What is scaled is a list of :class:`Target` read every tick: the deployed scalejob services
-(spec changes apply on the next tick) or one queue of a plain Celery project.
+What is scaled is a list of :class:`~autoscale.targets.Target` read every tick
+(``autoscale/targets.py``); what is read about each comes through the interfaces of
+``autoscale/metrics/base.py``, and what is done through ``autoscale/backends/base.py``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
+from redis.client import PubSub
 
-from app.core import keys, replies
-from app.core.specs import parse_spec
+from app.core import keys
+from app.core.gpu import GpuSnapshot
 from app.queue import decisions as history
-from app.queue import tenants
-from app.queue.services import spec_hash
 from autoscale import durations
 from autoscale.actions import Actions, is_placeholder, with_queued
 from autoscale.backends.base import WorkerBackend, WorkerHandle
-from autoscale.config import from_spec
 from autoscale.crashloop import CrashLoops
 from autoscale.leader import Fenced, Leadership
-from autoscale.metrics.broker import BrokerDepth
+from autoscale.metrics.base import GpuSource, QueueDepth, WorkerObserver
+from autoscale.metrics.gpu import with_gpu
 from autoscale.metrics.registry import Workers
-from autoscale.policy import CONSUMING, AutoscalerConfig, Decision, Observation, PolicyState, decide, fresh_state
+from autoscale.policy import CONSUMING, Decision, Observation, PolicyState, WorkerView, decide, fresh_state
 from autoscale.rolling import Rollout, outdated
 from autoscale.scalein import Control
+from autoscale.targets import GONE, ScalejobTargets, Target
+
+__all__ = ["Controller", "ScalejobTargets", "Target"]  # the targets are re-exported: benchmarks/tick_cost.py
 
 log = logging.getLogger(__name__)
 
-GONE = AutoscalerConfig(min=0, max=0, scale_down_grace=0, stabilization=0)  # an undeployed service
-
-
-@dataclass(frozen=True)
-class Target:
-    """One pool of workers to scale: a service name, the queue it consumes, its config."""
-
-    service: str
-    queues: tuple[str, ...]  # a scalejob service has one queue per tenant (app/queue/tenants.py)
-    cfg: AutoscalerConfig
-    spec_hash: str = ""  # services.spec_hash of the deployed spec; workers with another one roll ("": never)
-
-
-class ScalejobTargets:
-    """The deployed services (re-read each tick; a spec is re-parsed only when its JSON changed)."""
-
-    def __init__(self, r: redis.Redis) -> None:
-        self.r = r
-        self._cache: dict[str, tuple[bytes, AutoscalerConfig, str]] = {}
-
-    def __call__(self) -> list[Target]:
-        out = []
-        for raw_name, raw in replies.fields(self.r.hgetall(keys.services())).items():
-            name = raw_name.decode()
-            cached = self._cache.get(name)
-            if cached is None or cached[0] != raw:
-                spec = parse_spec(json.loads(raw))
-                cached = (raw, from_spec(spec), spec_hash(spec))
-                self._cache[name] = cached
-            out.append(Target(name, tuple(tenants.service_queues(self.r, name)), cached[1], cached[2]))
-        return out
+Entry = dict[str, Any]  # one decision record, JSON as app.queue.decisions stores it
+T = TypeVar("T")
 
 
 @dataclass
@@ -81,34 +54,38 @@ class Controller:
 
     r: redis.Redis
     backend: WorkerBackend
-    depth: BrokerDepth
-    observer: Any  # RegistryObserver | InspectObserver
+    depth: QueueDepth  # autoscale/metrics/base.py: the seams the controller reads
+    observer: WorkerObserver
     control: Control
     targets: Callable[[], list[Target]]
     poll_interval: float = 0.5
     decisions_kept: int = 200
-    gpu: Any = None  # app.core.gpu.GpuMonitor, or None: GPU features off
+    gpu: GpuSource | None = None  # None: GPU features off
     states: dict[str, PolicyState] = field(default_factory=dict)
     pending: set[str] = field(default_factory=set)  # standby workers activated before they were ready
-    shutdown_sent: dict[str, set[str]] = field(default_factory=dict)  # service -> unowned draining workers told to shut down
+    # service -> unowned draining workers told to shut down
+    shutdown_sent: dict[str, set[str]] = field(default_factory=dict)
     wake_at: float | None = None  # monotonic: tick then even if before the next poll (grace ends)
     rollout: Rollout = field(default_factory=Rollout)  # rolling updates after a redeploy (autoscale/rolling.py)
     recover: Callable[[], object] | None = None  # re-enqueue requests whose worker died (app/queue/recovery.py)
     recover_every: float = 2.0
     _recovered_at: float = 0.0
     crashloops: CrashLoops | None = None  # crash-loop backoff (autoscale/crashloop.py); built on first tick
-    starts: durations.StartTimes = field(default_factory=durations.StartTimes)  # measured worker start times (wait-target mode)
-    requeue_dead: Callable[[str, str], object] | None = None  # (worker, service): requeue a confirmed-dead worker's requests (app/queue/recovery.py)
-    actions: Actions = field(default_factory=Actions)  # spawns/stops/drains, carried out off the loop (autoscale/actions.py)
-    _poke: threading.Event = field(default_factory=threading.Event)  # wakes the loop before its next poll (a worker died)
+    # measured worker start times (wait-target mode)
+    starts: durations.StartTimes = field(default_factory=durations.StartTimes)
+    # (worker, service): requeue a confirmed-dead worker's requests (app/queue/recovery.py)
+    requeue_dead: Callable[[str, str], object] | None = None
+    # spawns/stops/drains, carried out off the loop (autoscale/actions.py)
+    actions: Actions = field(default_factory=Actions)
+    # wakes the loop before its next poll (a worker died)
+    _poke: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         self.actions.term = lambda: self.backend.fence.term if self.backend.fence is not None else 0
-        if hasattr(self.backend, "on_exit"):
-            self.backend.on_exit = self.worker_exited
+        self.backend.on_exit = self.worker_exited
 
     # -- one tick ----------------------------------------------------------------------------
-    def tick(self, now: float | None = None) -> list[dict[str, Any]]:
+    def tick(self, now: float | None = None) -> list[Entry]:
         """Observe all targets, decide and act on each; returns the decision entries."""
         now = time.time() if now is None else now
         self.actions.raise_if_fenced()  # an action of this term was refused off the loop: stand by, as inline
@@ -118,16 +95,18 @@ class Controller:
         finally:
             self.actions.resume()
 
-    def _tick(self, now: float) -> list[dict[str, Any]]:
+    def _tick(self, now: float) -> list[Entry]:
         self.pending = self.actions.resolve(self.pending)  # standby activated while its spawn was queued
         targets = self._with_leftovers(self.targets())
         seen: list[tuple[Target, float, list[WorkerHandle], Workers, int]] = []
         for t in targets:
             t0 = time.perf_counter()
             try:
-                queued = self.actions.pending_spawns(t.service)  # read before list(): a spawn ending in between is seen once at least
+                # read before list(): a spawn ending in between is seen once at least
+                queued = self.actions.pending_spawns(t.service)
                 handles = self.backend.list(t.service)
-                workers = with_queued(self.observer.observe(t.service, handles, self.pending), queued, handles, self.pending)
+                observed = self.observer.observe(t.service, handles, self.pending)
+                workers = with_queued(observed, queued, handles, self.pending)
                 seen.append((t, t0, handles, workers, sum(self.depth.waiting(q) for q in t.queues)))
             except redis.RedisError:
                 raise
@@ -148,31 +127,35 @@ class Controller:
 
     def _grace_deadline(self, targets: list[Target], now: float) -> float | None:
         """Monotonic time at which a service's onZero grace ends, so to_zero fires on time, not a tick late."""
-        ends = [st.zero_since + t.cfg.scale_down_grace for t in targets if (st := self.states.get(t.service)) and st.zero_since is not None and st.current > 0]
+        ends = [st.zero_since + t.cfg.scale_down_grace for t in targets
+                if (st := self.states.get(t.service)) and st.zero_since is not None and st.current > 0]
         return time.monotonic() + max(min(ends) - now, 0.0) + 0.001 if ends else None
 
-    def step(self, t: Target, t0: float, handles: list[WorkerHandle], workers: Workers, waiting: int, now: float, snap: Any = None) -> dict[str, Any]:
+    def step(self, t: Target, t0: float, handles: list[WorkerHandle], workers: Workers, waiting: int, now: float,
+             snap: GpuSnapshot | None = None) -> Entry:
+        """Decide for one target and queue the actions; returns the decision entry it recorded."""
         everyone, rolling = workers, self.rollout.hidden(t.service, t.spec_hash, workers)
         if rolling is not None:  # the policy does not see it: it starts the replacement
             workers = replace(workers, views=tuple(v for v in workers.views if v.name != rolling))
         views, free_gpus = workers.views, None
         if snap is not None and t.cfg.gpu_per_worker > 0:
-            from autoscale.metrics.gpu import with_gpu
-
             views, free_gpus = with_gpu(views, snap), snap.free_gpus()
-        obs = self._with_estimates(t, Observation(waiting=waiting, running=workers.running, workers=views, free_gpus=free_gpus), handles, workers, now)
+        obs = Observation(waiting=waiting, running=workers.running, workers=views, free_gpus=free_gpus)
+        obs = self._with_estimates(t, obs, handles, workers, now)
         state = self.states.get(t.service) or fresh_state(views, now)
         if t.service not in self.states or self.crashloops is None:  # first tick of a leader term: reload stored health
             self.crashloops = self.crashloops or CrashLoops(self.r)
             self.crashloops.states.pop(t.service, None)
         hold, notes = self.crashloops.observe(t.service, t.spec_hash, self.backend, bool(workers.seen), now)
         decision, self.states[t.service] = decide(obs, state, t.cfg, now)
-        actions = notes + self.actions.take_notes(t.service) + self.act(t, decision, replace(workers, views=views), handles, snap, hold)
+        acted = self.act(t, decision, replace(workers, views=views), handles, snap, hold)
+        actions = notes + self.actions.take_notes(t.service) + acted
         self._roll(t, decision, everyone, handles, rolling, actions)
         entry = {
             "at": now,
             "service": t.service,
-            "inputs": {"waiting": waiting, "running": workers.running, "workers": history.by_state(views), "free_gpus": free_gpus},
+            "inputs": {"waiting": waiting, "running": workers.running, "workers": history.by_state(views),
+                       "free_gpus": free_gpus},
             "desired": decision.desired,
             "standby": decision.standby,
             "reason": decision.reason + (f"; crash-loop backoff: next start in {hold:.0f}s" if hold > 0 else ""),
@@ -184,8 +167,11 @@ class Controller:
         history.record(self.r, t.service, entry, self.decisions_kept)
         return entry
 
-    def act(self, t: Target, d: Decision, workers: Workers, handles: list[WorkerHandle], snap: Any = None, hold: float = 0.0) -> list[str]:
-        """Make the pool match ``d``: finish drains, drain victims, activate standby, spawn (none while ``hold`` > 0 s: crash-loop backoff)."""
+    def act(self, t: Target, d: Decision, workers: Workers, handles: list[WorkerHandle],
+            snap: GpuSnapshot | None = None, hold: float = 0.0) -> list[str]:
+        """Make the pool match ``d``: finish drains, drain victims, activate standby, spawn.
+
+        No spawn while ``hold`` > 0 s (crash-loop backoff)."""
         views, owned, actions = workers.by_name(), {h.name: h for h in handles}, list[str]()
         self._check_starts(workers, handles, actions)
         self._finish_drains(t, workers, owned, actions)
@@ -194,9 +180,12 @@ class Controller:
             victims = {n for n in victims if views[n].state == "standby" or not views[n].healthy}
         for name in [v for v in d.victims if v in victims]:
             self._drain(t, views[name], owned.get(name), workers, actions)
-        activated = {name for name in (*d.activate, *self.pending) if name in views and name not in victims and self._activate(t, name, workers, actions)}
-        consuming = sum(1 for v in views.values() if v.state in CONSUMING and v.healthy and v.name not in victims) + sum(1 for n in activated if views[n].state == "standby")
-        standby = sum(1 for v in views.values() if v.state == "standby" and v.healthy and v.name not in victims and v.name not in activated)
+        activated = {name for name in (*d.activate, *self.pending)
+                     if name in views and name not in victims and self._activate(t, name, workers, actions)}
+        consuming = (sum(1 for v in views.values() if v.state in CONSUMING and v.healthy and v.name not in victims)
+                     + sum(1 for n in activated if views[n].state == "standby"))
+        standby = sum(1 for v in views.values()
+                      if v.state == "standby" and v.healthy and v.name not in victims and v.name not in activated)
         if hold > 0:
             return actions
         # ``max`` bounds live instances, not consumers: a drained worker finishing its task (or one
@@ -205,17 +194,20 @@ class Controller:
         spawn_now = max(min(d.desired - consuming, room), 0)
         self._spawn(t, spawn_now, {}, snap, actions)
         room -= spawn_now
-        if not activated:  # a replacement standby starts next tick: its start must not steal CPU from the one just activated
+        # a replacement standby starts next tick: its start must not steal CPU from the one just activated
+        if not activated:
             self._spawn(t, min(d.standby - standby, room), {"SCALEJOB_STANDBY": "1"}, snap, actions)
         return actions
 
     # -- actions -----------------------------------------------------------------------------
-    def _roll(self, t: Target, d: Decision, workers: Workers, handles: list[WorkerHandle], rolling: str | None, actions: list[str]) -> None:
+    def _roll(self, t: Target, d: Decision, workers: Workers, handles: list[WorkerHandle], rolling: str | None,
+              actions: list[str]) -> None:
         """Rolling update (autoscale/rolling.py): stop outdated standby, drain the hidden worker when replaced."""
         owned = {h.name: h for h in handles}
         for name in outdated(workers, t.spec_hash, ("standby",)) if t.spec_hash else []:
             if name in owned and not owned[name].meta.get("stopping"):
-                self._do(f"stop {name}", self.backend.stop, owned[name], actions, f"stop {name} (standby, spec changed)")
+                self._do(f"stop {name}", self.backend.stop, owned[name], actions,
+                         f"stop {name} (standby, spec changed)")
         if rolling is None:
             return
         if not self.rollout.ready_to_drain(t.service, workers, d.desired):
@@ -249,7 +241,8 @@ class Controller:
         no backend owns (one forked just before its spawner died, one started by hand) through
         Celery's ``shutdown`` control, sent once.
         """
-        sent = self.shutdown_sent[t.service] = self.shutdown_sent.get(t.service, set()) & {v.name for v in workers.views}
+        sent = self.shutdown_sent.get(t.service, set()) & {v.name for v in workers.views}
+        self.shutdown_sent[t.service] = sent
         for v in workers.views:
             if v.state != "draining" or v.name in workers.busy:
                 continue
@@ -260,7 +253,7 @@ class Controller:
                 self._do(f"shutdown {v.name}", self.control.shutdown, v.name, actions)
                 sent.add(v.name)
 
-    def _drain(self, t: Target, v: Any, h: WorkerHandle | None, workers: Workers, actions: list[str]) -> None:
+    def _drain(self, t: Target, v: WorkerView, h: WorkerHandle | None, workers: Workers, actions: list[str]) -> None:
         self.pending.discard(v.name)
         if v.state == "draining":
             return
@@ -270,7 +263,8 @@ class Controller:
             return
         self.observer.mark(v.name, "draining")  # at once: the next tick must not pick it again
         if h is None:
-            self._do(f"cancel {v.name}", lambda n: [self.control.cancel_consumer(q, n) for q in t.queues], v.name, actions, f"drain {v.name} ({v.state})")
+            self._do(f"cancel {v.name}", lambda n: [self.control.cancel_consumer(q, n) for q in t.queues], v.name,
+                     actions, f"drain {v.name} ({v.state})")
             return
         idle = v.state == "idle" and v.name not in workers.busy
         self._do(f"drain {v.name}", self.backend.drain, h, actions, f"drain {v.name} ({'idle' if idle else v.state})")
@@ -289,7 +283,7 @@ class Controller:
         self._do(f"activate {name}", lambda n: [self.control.add_consumer(q, n) for q in t.queues], name, actions)
         return True
 
-    def _spawn(self, t: Target, n: int, env: dict[str, str], snap: Any, actions: list[str]) -> None:
+    def _spawn(self, t: Target, n: int, env: dict[str, str], snap: GpuSnapshot | None, actions: list[str]) -> None:
         if n <= 0:
             return
         envs: list[dict[str, str]] = [{} for _ in range(n)]
@@ -299,7 +293,7 @@ class Controller:
             token = self.actions.spawn(t.service, {**env, **extra}, self.backend.spawn)
             actions.append(f"spawn {token}" + (" (standby)" if env else ""))
 
-    def _do(self, key: str, fn: Callable[[Any], object], arg: Any, actions: list[str], text: str | None = None) -> None:
+    def _do(self, key: str, fn: Callable[[T], object], arg: T, actions: list[str], text: str | None = None) -> None:
         """Queue ``fn(arg)`` off the loop; the action is written to the decision only when queued now (not twice)."""
         if self.actions.do(key, lambda: fn(arg)):
             actions.append(text or key)
@@ -319,7 +313,8 @@ class Controller:
         self._poke.set()
 
     # -- helpers -----------------------------------------------------------------------------
-    def _with_estimates(self, t: Target, obs: Observation, handles: list[WorkerHandle], workers: Workers, now: float) -> Observation:
+    def _with_estimates(self, t: Target, obs: Observation, handles: list[WorkerHandle], workers: Workers,
+                        now: float) -> Observation:
         """Add the run times and start time a wait target plans with (the ratio rule needs neither)."""
         if t.cfg.target_wait_seconds is None:
             return obs
@@ -329,10 +324,10 @@ class Controller:
     def _with_leftovers(self, targets: list[Target]) -> list[Target]:
         """Services that were undeployed but still have our workers: scale them to zero."""
         names = {t.service for t in targets}
-        extra: set[str] = getattr(self.backend, "services", set)() - names
+        extra = self.backend.services() - names
         return targets + [Target(s, (keys.celery_queue(s),), GONE) for s in sorted(extra)]
 
-    def _gpu_snapshot(self, observed: list[Workers]) -> Any:
+    def _gpu_snapshot(self, observed: list[Workers]) -> GpuSnapshot | None:
         if self.gpu is None or not self.gpu.enabled or not observed:
             return None
         return self.gpu.snapshot([i for w in observed for i in w.infos])
@@ -348,7 +343,8 @@ class Controller:
             self.recover()
 
     # -- the loop ----------------------------------------------------------------------------
-    def run(self, leadership: Leadership, stop: threading.Event, on_lead: Callable[[], object] = lambda: None) -> None:
+    def run(self, leadership: Leadership, stop: threading.Event,
+            on_lead: Callable[[], object] = lambda: None) -> None:
         """Tick while leader; wait as hot standby otherwise; return when ``stop`` is set."""
         pubsub = self.r.pubsub(ignore_subscribe_messages=True)
         pubsub.subscribe(keys.enqueue_channel())
@@ -367,7 +363,8 @@ class Controller:
                         self.tick()
                         self._maybe_recover()
                     elif leading:
-                        log.warning("autoscaler %s lost the leader lock to %s; standing by", leadership.me, leadership.holder())
+                        log.warning("autoscaler %s lost the leader lock to %s; standing by",
+                                    leadership.me, leadership.holder())
                         self.actions.reset()
                         leading = False
                 except Fenced as exc:  # our term ended mid-tick: a newer leader acts; we stand by
@@ -379,14 +376,16 @@ class Controller:
                 except Exception:  # noqa: BLE001 - the loop outlives any single bad tick
                     log.exception("autoscaler tick failed")
                 until = started + self.poll_interval
-                _wait(pubsub, stop, until if self.wake_at is None or not leading else min(until, self.wake_at), self._poke)
+                wake = until if self.wake_at is None or not leading else min(until, self.wake_at)
+                _wait(pubsub, stop, wake, self._poke)
         finally:
-            self.actions.reset()  # queued work is dropped; what runs now finishes (the backend refuses spawns once it stops all)
+            # queued work is dropped; what runs now finishes (the backend refuses spawns once it stops all)
+            self.actions.reset()
             self.actions.settle(timeout=10.0)
             pubsub.close()
 
 
-def _wait(pubsub: Any, stop: threading.Event, until: float, poke: threading.Event) -> None:
+def _wait(pubsub: PubSub, stop: threading.Event, until: float, poke: threading.Event) -> None:
     """Sleep until ``until``, the first enqueue announcement or a ``poke``, whichever comes first."""
     while not stop.is_set():
         left = until - time.monotonic()

@@ -11,11 +11,11 @@ per service in memory (a new leader measures again; until then the policy uses i
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import redis
 
 from app.queue import run_times as stored
+from autoscale.backends.base import WorkerHandle
 from autoscale.target_wait import RunTimes, summarize
 
 START_WEIGHT = 0.3  # weight of a new start-time sample in the EWMA
@@ -36,9 +36,11 @@ class StartTimes:
     """
 
     ewma: dict[str, float] = field(default_factory=dict)
-    pending: dict[str, dict[str, float]] = field(default_factory=dict)  # service -> spawn not yet registered -> when first seen
+    # service -> spawn not yet registered -> when first seen
+    pending: dict[str, dict[str, float]] = field(default_factory=dict)
 
-    def observe(self, service: str, handles: list[Any], registered: set[str] | frozenset[str], now: float) -> float | None:
+    def observe(self, service: str, handles: list[WorkerHandle], registered: set[str] | frozenset[str],
+                now: float) -> float | None:
         """Measure the spawns that registered since the last tick; the service's estimate (None: none yet)."""
         was, now_pending = self.pending.get(service, {}), {}
         for h in handles:

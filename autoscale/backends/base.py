@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import builtins
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -38,9 +39,14 @@ class WorkerBackend(abc.ABC):
 
     ``fence``: the autoscaler's :class:`~autoscale.leader.Leadership`; every spawn, drain and stop
     goes through it, so an autoscaler whose leader term is over cannot act (None: unfenced).
+
+    ``on_exit``: set by the controller; a backend that can tell the moment a worker and everything
+    it started have ended calls it with ``(name, service)``, so the worker's requests are requeued
+    at once instead of when their leases expire. One that cannot (Kubernetes) never calls it.
     """
 
     fence: Leadership | None = None
+    on_exit: Callable[[str, str], object] | None = None
 
     def check_fence(self, what: str) -> None:
         """Raise :class:`autoscale.leader.Fenced` when this autoscaler no longer leads in its term."""
@@ -73,6 +79,14 @@ class WorkerBackend(abc.ABC):
         after a timeout and only when it holds no task); its handle reports ``meta["stopping"]``.
         Used for drained instances that went idle, for ones that never consumed (standby,
         starting) and on controller exit. Idempotent."""
+
+    def services(self) -> set[str]:
+        """The services this backend runs instances of now, deployed or not.
+
+        The controller scales the ones no longer deployed to zero, so an undeployed service's
+        workers do not run on. Default: none known, for a backend that finds instances by service
+        name only (Kubernetes: the Deployment of a service); their instances are then not scaled in."""
+        return set()
 
     def started(self, handle: WorkerHandle) -> None:  # noqa: B027 - optional hook, a no-op by default
         """The instance showed up in the registry: it no longer counts as a spawn that may fail to start."""
