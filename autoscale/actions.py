@@ -51,7 +51,8 @@ class PendingSpawn:
     def handle(self) -> WorkerHandle:
         """How the placeholder enters the observation (a ``starting`` or ``standby`` process, with its GPUs)."""
         standby = self.env.get("SCALEJOB_STANDBY", "") not in ("", "0")
-        return WorkerHandle(self.token, self.service, meta={"standby": "1" if standby else "", "gpus": self.env.get("CUDA_VISIBLE_DEVICES", "")})
+        meta = {"standby": "1" if standby else "", "gpus": self.env.get("CUDA_VISIBLE_DEVICES", "")}
+        return WorkerHandle(self.token, self.service, meta=meta)
 
 
 def is_placeholder(name: str) -> bool:
@@ -208,7 +209,8 @@ class Actions:
     def _run(self, item: _Item) -> None:
         try:
             if item.term != self.term():
-                log.warning("%s decided in leader term %d dropped: the term now is %d", item.key, item.term, self.term())
+                log.warning("%s decided in leader term %d dropped: the term now is %d",
+                            item.key, item.term, self.term())
                 item.dropped()
                 return
             item.run()
@@ -242,7 +244,8 @@ class Actions:
             self._notes.setdefault(service, []).append(note)
 
 
-def with_queued(workers: Workers, queued: list[PendingSpawn], handles: list[WorkerHandle], activating: set[str]) -> Workers:
+def with_queued(workers: Workers, queued: list[PendingSpawn], handles: list[WorkerHandle],
+                activating: set[str]) -> Workers:
     """``workers`` plus a ``starting`` (or ``standby``) view for each queued spawn the backend does not list yet.
 
     Why: the policy and ``max`` must count a spawn from the moment it is decided, or the tick

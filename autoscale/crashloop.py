@@ -33,7 +33,8 @@ class CrashLoops:
         self.states.clear()
         self.ready_since.clear()
 
-    def observe(self, service: str, spec_hash: str, backend: WorkerBackend, ready: bool, now: float) -> tuple[float, list[str]]:
+    def observe(self, service: str, spec_hash: str, backend: WorkerBackend, ready: bool,
+                now: float) -> tuple[float, list[str]]:
         """Seconds to hold spawns of ``service`` (0: spawn freely) and the actions to log.
 
         ``ready``: some worker of the service is registered now. A new ``spec_hash`` (a redeploy)
@@ -46,12 +47,14 @@ class CrashLoops:
         for f in backend.failed_starts(service):
             h = health.failed(self.r, h, f, spec_hash, self.cfg)
             notes.append(f"failed-start {f.worker}: {f.reason}; backoff {health.delay(h.failures, self.cfg):.0f}s")
-            log.warning("%s: worker %s exited before it was ready (%s); failure %d, next start in %.0fs", service, f.worker, f.reason, h.failures, health.delay(h.failures, self.cfg))
+            log.warning("%s: worker %s exited before it was ready (%s); failure %d, next start in %.0fs",
+                        service, f.worker, f.reason, h.failures, health.delay(h.failures, self.cfg))
         if ready:
             self.ready_since.setdefault(service, now)
         else:
             self.ready_since.pop(service, None)
-        if h.failures and ((spec_hash and h.spec_hash and h.spec_hash != spec_hash) or should_reset(h.failures, self.ready_since.get(service), now, self.cfg)):
+        redeployed = bool(spec_hash and h.spec_hash and h.spec_hash != spec_hash)
+        if h.failures and (redeployed or should_reset(h.failures, self.ready_since.get(service), now, self.cfg)):
             why = "spec changed" if h.spec_hash != spec_hash else f"a worker was ready {self.cfg.reset_after:.0f}s"
             h = health.reset(self.r, service, h, spec_hash)
             notes.append(f"backoff-reset ({why})")

@@ -134,7 +134,8 @@ class ExitWatcher:
                 w.fds.add(fd)
                 self._by_fd[fd] = w
         if fds:
-            log.info("worker %s exited; waiting for %d process(es) it started before releasing its requests", w.name, len(fds))
+            log.info("worker %s exited; waiting for %d process(es) it started before releasing its requests",
+                     w.name, len(fds))
             self._wake()
         else:
             self._fire(w)
@@ -159,7 +160,8 @@ class ExitWatcher:
                 w.fds.clear()
                 self._names.pop(w.name, None)
         for w in late:
-            log.warning("worker %s exited but processes it started still run after %.0fs; its requests wait for the lease TTL", w.name, self.give_up)
+            log.warning("worker %s exited but processes it started still run after %.0fs; "
+                        "its requests wait for the lease TTL", w.name, self.give_up)
 
 
 def leftovers(pid: int, name: str) -> list[psutil.Process]:

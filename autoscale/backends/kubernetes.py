@@ -70,9 +70,11 @@ class KubernetesBackend(WorkerBackend):
         fence: Leadership | None = None,
     ) -> None:
         try:
-            from kubernetes import client, config
+            from kubernetes import client, config  # noqa: PLC0415 - optional dependency (extra k8s)
         except ImportError:
-            raise BackendError("kubernetes backend: the 'kubernetes' package is missing; pip install 'scalejob[k8s]'") from None
+            raise BackendError(
+                "kubernetes backend: the 'kubernetes' package is missing; pip install 'scalejob[k8s]'"
+            ) from None
         if api_client is None:
             try:
                 config.load_incluster_config()
@@ -80,7 +82,9 @@ class KubernetesBackend(WorkerBackend):
                 try:  # $KUBECONFIG as of now (the client reads it once, at import)
                     config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
                 except config.ConfigException as exc:
-                    raise BackendError(f"kubernetes backend: no in-cluster config and no usable kubeconfig: {exc}") from None
+                    raise BackendError(
+                        f"kubernetes backend: no in-cluster config and no usable kubeconfig: {exc}"
+                    ) from None
             api_client = client.ApiClient()
         self.apps = client.AppsV1Api(api_client)
         self.core = client.CoreV1Api(api_client)
@@ -96,12 +100,13 @@ class KubernetesBackend(WorkerBackend):
     # -- WorkerBackend ----------------------------------------------------------------------
     def list(self, service: str) -> list[WorkerHandle]:
         """The service's pods, plus one ``pending:`` handle per replica without a pod yet."""
-        dep = self._call(service, "read deployment", self.apps.read_namespaced_deployment, self.name_of(service), self.namespace)
+        name = self.name_of(service)
+        dep = self._call(service, "read deployment", self.apps.read_namespaced_deployment, name, self.namespace)
         pods = self._pods(service, dep)
         handles = [self._handle(service, p) for p in pods]
         active = sum(1 for h in handles if not h.meta.get("stopping"))
         missing = max((dep.spec.replicas or 0) - active, 0)
-        handles += [WorkerHandle(f"{PENDING_PREFIX}{self.name_of(service)}-{i}", service, meta={"pending": "1"}) for i in range(missing)]
+        handles += [WorkerHandle(f"{PENDING_PREFIX}{name}-{i}", service, meta={"pending": "1"}) for i in range(missing)]
         return handles
 
     def spawn(self, service: str, env: dict[str, str]) -> WorkerHandle:
@@ -137,7 +142,8 @@ class KubernetesBackend(WorkerBackend):
         self._scale(handle.service, max(replicas - 1, 0))
         pod = self._read_pod(handle)
         if pod is not None and pod.metadata.deletion_timestamp is None:
-            log.info("%s: the ReplicaSet removed another pod first; deleting victim %s", self.name_of(handle.service), handle.name)
+            log.info("%s: the ReplicaSet removed another pod first; deleting victim %s",
+                     self.name_of(handle.service), handle.name)
             self._call(handle.service, "delete pod", self.core.delete_namespaced_pod, handle.name, self.namespace)
 
     # -- internals --------------------------------------------------------------------------
@@ -146,14 +152,16 @@ class KubernetesBackend(WorkerBackend):
         try:
             return fn(*args, **kwargs)
         except self.ApiException as exc:
-            raise BackendError(f"{service}: kubernetes {what} {args[0] if args else ''} failed: {exc.status} {exc.reason}") from None
+            target = args[0] if args else ""
+            raise BackendError(f"{service}: kubernetes {what} {target} failed: {exc.status} {exc.reason}") from None
         except OSError as exc:  # urllib3 connection errors
             raise BackendError(f"{service}: kubernetes {what} failed: {exc}") from None
 
     def _pods(self, service: str, dep: Any) -> builtins.list[Any]:  # builtins: the method list() shadows it
         labels = dep.spec.selector.match_labels or {}
         selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
-        return self._call(service, "list pods", self.core.list_namespaced_pod, self.namespace, label_selector=selector).items
+        pods = self._call(service, "list pods", self.core.list_namespaced_pod, self.namespace, label_selector=selector)
+        return pods.items
 
     def _handle(self, service: str, pod: Any) -> WorkerHandle:
         ann = pod.metadata.annotations or {}
@@ -171,7 +179,9 @@ class KubernetesBackend(WorkerBackend):
         except self.ApiException as exc:
             if exc.status == 404:
                 return None
-            raise BackendError(f"{handle.service}: kubernetes read pod {handle.name} failed: {exc.status} {exc.reason}") from None
+            raise BackendError(
+                f"{handle.service}: kubernetes read pod {handle.name} failed: {exc.status} {exc.reason}"
+            ) from None
 
     def _annotate(self, handle: WorkerHandle, annotations: dict[str, str]) -> None:
         body = {"metadata": {"annotations": annotations}}
@@ -179,15 +189,19 @@ class KubernetesBackend(WorkerBackend):
             self.core.patch_namespaced_pod(handle.name, self.namespace, body)
         except self.ApiException as exc:
             if exc.status != 404:  # already gone: nothing to mark
-                raise BackendError(f"{handle.service}: kubernetes patch pod {handle.name} failed: {exc.status} {exc.reason}") from None
+                raise BackendError(
+                    f"{handle.service}: kubernetes patch pod {handle.name} failed: {exc.status} {exc.reason}"
+                ) from None
 
     def _replicas(self, service: str) -> int:
-        scale = self._call(service, "read scale", self.apps.read_namespaced_deployment_scale, self.name_of(service), self.namespace)
+        read = self.apps.read_namespaced_deployment_scale
+        scale = self._call(service, "read scale", read, self.name_of(service), self.namespace)
         return int(scale.spec.replicas or 0)
 
     def _scale(self, service: str, replicas: int) -> None:
         body = {"spec": {"replicas": replicas}}
-        self._call(service, "scale", self.apps.patch_namespaced_deployment_scale, self.name_of(service), self.namespace, body)
+        patch = self.apps.patch_namespaced_deployment_scale
+        self._call(service, "scale", patch, self.name_of(service), self.namespace, body)
 
     def _ensure_grace(self, service: str) -> None:
         """Set the pod template's grace period once per value (a template change rolls pods, and

@@ -53,7 +53,13 @@ from app.core import keys, replies
 from app.queue.health import FailedStart, failed_by_itself, log_tail, reason_from
 from autoscale.backends.base import BackendError, WorkerBackend, WorkerHandle
 from autoscale.backends.exits import ExitWatcher, OnExit
-from autoscale.backends.procs import LocalProc, adoptable, find_process, process, recorded_processes  # noqa: F401 - recorded_processes: app/cli/up.py
+from autoscale.backends.procs import (  # noqa: F401 - recorded_processes: app/cli/up.py imports it from here
+    LocalProc,
+    adoptable,
+    find_process,
+    process,
+    recorded_processes,
+)
 from autoscale.backends.template import Template
 from autoscale.leader import Leadership, lua
 
@@ -75,7 +81,9 @@ def celery_command(worker_cmd: str) -> Command:
 
     def command(service: str, name: str, standby: bool) -> list[str]:
         if standby:
-            raise BackendError(f"{service}: warm standby needs scalejob workers (plain Celery workers cannot start without consuming)")
+            raise BackendError(
+                f"{service}: warm standby needs scalejob workers (plain Celery workers cannot start without consuming)"
+            )
         return [*base, "-n", name]
 
     return command
@@ -115,8 +123,9 @@ class LocalBackend(WorkerBackend):
             name, rec = raw_name.decode(), json.loads(raw)
             if rec.get("host") != host or name in self.procs:
                 continue
-            p = LocalProc(name, rec["service"], int(rec.get("pid") or 0), bool(rec.get("standby")), rec.get("log", ""), float(rec.get("started_at", 0)),
-                          gpus=rec.get("gpus", ""), start_by=float(rec.get("start_by") or 0), term=int(rec.get("term") or 0))
+            p = LocalProc(name, rec["service"], int(rec.get("pid") or 0), bool(rec.get("standby")), rec.get("log", ""),
+                          float(rec.get("started_at", 0)), gpus=rec.get("gpus", ""),
+                          start_by=float(rec.get("start_by") or 0), term=int(rec.get("term") or 0))
             p.proc = adoptable(p, now, self.find_grace)
             if rec.get("stopping"):  # its predecessor already told it to stop: it is on its way out, not starting
                 p.draining, p.stopping_at = True, time.monotonic()
@@ -155,7 +164,8 @@ class LocalBackend(WorkerBackend):
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name.split('@', maxsplit=1)[0]}.log"
         now = time.time()
-        p = LocalProc(name, service, 0, standby, str(log_path), now, gpus=env.get("CUDA_VISIBLE_DEVICES", ""), start_by=now + self.start_timeout,
+        p = LocalProc(name, service, 0, standby, str(log_path), now, gpus=env.get("CUDA_VISIBLE_DEVICES", ""),
+                      start_by=now + self.start_timeout,
                       term=self.fence.term if self.fence else 0)
         self._write(name, p.record(), f"spawn {name}")  # before the fork: a successor counts it even if we die now
         popen = None
@@ -164,7 +174,8 @@ class LocalBackend(WorkerBackend):
                 pid = self.template.fork(service, name, standby, env, log_path)
             else:
                 with open(log_path, "ab") as out:
-                    popen = subprocess.Popen(argv, env={**os.environ, **env}, cwd=self.cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                    popen = subprocess.Popen(argv, env={**os.environ, **env}, cwd=self.cwd, stdin=subprocess.DEVNULL,
+                                             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
                 pid = popen.pid
         except OSError as exc:
             self.r.hdel(keys.local_workers(), name)
@@ -232,10 +243,12 @@ class LocalBackend(WorkerBackend):
             return
         self.check_fence(f"reap {p.name}")
         if p.pid:
-            log.warning("worker %s (pid %d) did not register within %.0fs of its spawn; killing it", p.name, p.pid, self.start_timeout)
+            log.warning("worker %s (pid %d) did not register within %.0fs of its spawn; killing it",
+                        p.name, p.pid, self.start_timeout)
             _signal(-p.pid, signal.SIGKILL)
         tail = log_tail(p.log_path)
-        self.failed.append(FailedStart(p.service, p.name, time.time(), None, f"did not become ready within {self.start_timeout:.0f}s; last output: {tail[-1] if tail else 'none'}", tail))
+        why = f"did not become ready within {self.start_timeout:.0f}s; last output: {tail[-1] if tail else 'none'}"
+        self.failed.append(FailedStart(p.service, p.name, time.time(), None, why, tail))
         self._forget(p.name)
 
     def stop_all(self, timeout: float | None = None) -> bool:
@@ -308,9 +321,12 @@ class LocalBackend(WorkerBackend):
                 if p.start_by and p.stopping_at is None:  # exited before it registered: a failed start?
                     code, tail = p.popen.returncode if p.popen is not None else None, log_tail(p.log_path)
                     if failed_by_itself(p.service, code, tail):
-                        self.failed.append(FailedStart(p.service, name, time.time(), code, reason_from(p.service, code, tail), tail))
-            elif p.stopping_at is not None and time.monotonic() - p.stopping_at > self.force_after and not self.is_busy(name):
-                log.warning("worker %s did not exit %.0fs after SIGTERM and holds no task; killing it", name, self.force_after)
+                        why = reason_from(p.service, code, tail)
+                        self.failed.append(FailedStart(p.service, name, time.time(), code, why, tail))
+            elif (p.stopping_at is not None and time.monotonic() - p.stopping_at > self.force_after
+                  and not self.is_busy(name)):
+                log.warning("worker %s did not exit %.0fs after SIGTERM and holds no task; killing it",
+                            name, self.force_after)
                 _signal(-p.pid, signal.SIGKILL)
         for name in gone:
             del self.procs[name]

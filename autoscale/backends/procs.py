@@ -2,7 +2,8 @@
 
 Why by name: a worker's command line carries ``--name NAME`` (its title when forked from the
 template), so a process whose pid was never recorded (its autoscaler died around the fork) or
-whose pid was reused is still told apart. Split from ``local.py``, which uses these; :class:`LocalProc` is the record both keep of a worker.
+whose pid was reused is still told apart. Split from ``local.py``, which uses these; :class:`LocalProc` is
+the record both keep of a worker.
 """
 
 from __future__ import annotations
@@ -34,17 +35,21 @@ class LocalProc:
     draining: bool = False
     stopping_at: float | None = None
     gpus: str = ""  # CUDA_VISIBLE_DEVICES it was started with
-    start_by: float = 0.0  # wall clock by which a starting worker must register; 0 once it did (or adopted from an old record)
+    # wall clock by which a starting worker must register; 0 once it did (or adopted from an old record)
+    start_by: float = 0.0
     term: int = 0  # the leader term that decided the spawn
 
     def handle(self) -> WorkerHandle:
-        meta = {"standby": "1" if self.standby else "", "gpus": self.gpus, "draining": "1" if self.draining else "", "stopping": "1" if self.stopping_at else "",
-                "log": self.log_path, "start_by": repr(self.start_by) if self.start_by else ""}
+        meta = {"standby": "1" if self.standby else "", "gpus": self.gpus, "draining": "1" if self.draining else "",
+                "stopping": "1" if self.stopping_at else "", "log": self.log_path,
+                "start_by": repr(self.start_by) if self.start_by else ""}
         return WorkerHandle(name=self.name, service=self.service, ref=str(self.pid), pid=self.pid or None, meta=meta)
 
     def record(self) -> str:
-        return json.dumps({"pid": self.pid, "host": socket.gethostname(), "service": self.service, "standby": self.standby, "log": self.log_path,
-                           "started_at": self.started_at, "gpus": self.gpus, "term": self.term, "start_by": self.start_by, "stopping": self.stopping_at is not None})
+        return json.dumps({"pid": self.pid, "host": socket.gethostname(), "service": self.service,
+                           "standby": self.standby, "log": self.log_path, "started_at": self.started_at,
+                           "gpus": self.gpus, "term": self.term, "start_by": self.start_by,
+                           "stopping": self.stopping_at is not None})
 
     def alive(self) -> bool:
         if self.popen is not None and self.popen.poll() is not None:

@@ -19,7 +19,9 @@ class BrokerDepth:
 
     def __init__(self, broker_url: str) -> None:
         self.broker_url = broker_url
-        self._conn: redis.Redis | Connection = redis.Redis.from_url(broker_url) if is_redis_url(broker_url) else Connection(broker_url)
+        self._conn: redis.Redis | Connection = (
+            redis.Redis.from_url(broker_url) if is_redis_url(broker_url) else Connection(broker_url)
+        )
 
     def waiting(self, queue: str) -> int:
         """How many messages wait on ``queue``; 0 for a queue the broker has never seen."""

@@ -110,14 +110,18 @@ class _Run:
 
     pending_wake: bool  # set by run(), read by handle()
 
-    def __init__(self, trace: list[tuple[float, float]], policy: Policy, start_time: float, grace: float, redelivery: float, tail: float) -> None:
-        self.policy, self.start_time, self.grace, self.redelivery, self.tail = policy, start_time, grace, redelivery, tail
-        self.horizon = self.base_horizon = (max(a + d for a, d in trace) if trace else 0.0) + tail  # grows when a cut task comes back late
+    def __init__(self, trace: list[tuple[float, float]], policy: Policy, start_time: float, grace: float,
+                 redelivery: float, tail: float) -> None:
+        self.policy, self.start_time, self.grace = policy, start_time, grace
+        self.redelivery, self.tail = redelivery, tail
+        # grows when a cut task comes back late
+        self.horizon = self.base_horizon = (max(a + d for a, d in trace) if trace else 0.0) + tail
         self.tasks = [Task(a, d) for a, d in trace]
         self.events: list[tuple[float, int, str, Any]] = []
         self.seq, self.names = itertools.count(), itertools.count()
         self.queue: deque[Task] = deque()
-        self.workers: list[SimWorker] = []  # alive ones; stopped ones move to ``gone`` (keeps each event O(live workers))
+        # alive ones; stopped ones move to ``gone`` (keeps each event O(live workers))
+        self.workers: list[SimWorker] = []
         self.gone: list[SimWorker] = []
         self.log: list[tuple[float, str]] = []
         self.timeline: list[tuple[float, int, int, int]] = []
@@ -155,7 +159,10 @@ class _Run:
         for w in self.workers:
             if w.state == "stopped":
                 continue
-            state = "standby" if w.state == "starting" and w.standby else {"terminating": "draining"}.get(w.state, w.state)
+            if w.state == "starting" and w.standby:
+                state = "standby"
+            else:
+                state = {"terminating": "draining"}.get(w.state, w.state)
             out.append(WorkerView(w.name, state, busy_since=w.busy_since))
         return tuple(out)
 
@@ -240,8 +247,10 @@ class _Run:
         self.busy += now - (t.started or now)
         t.started, t.interrupted = None, t.interrupted + 1
         self.push(now + self.redelivery, "redeliver", t)
-        # it still runs, later; but not past MAX_REDELIVERIES delays: a task cut again and again is a livelock, reported unfinished
-        self.horizon = min(max(self.horizon, now + self.redelivery + t.duration + self.tail), self.base_horizon + MAX_REDELIVERIES * (self.redelivery + self.tail))
+        # it still runs, later; but not past MAX_REDELIVERIES delays: a task cut again and again is a livelock,
+        # reported unfinished
+        latest = self.base_horizon + MAX_REDELIVERIES * (self.redelivery + self.tail)
+        self.horizon = min(max(self.horizon, now + self.redelivery + t.duration + self.tail), latest)
         self.stop(w, now)
 
     def run(self) -> None:
@@ -264,7 +273,8 @@ class _Run:
 
 
 def simulate(
-    trace: list[tuple[float, float]], policy: Policy, start_time: float = 0.6, grace: float = 30.0, tail: float = 600.0, redelivery: float = 3600.0,
+    trace: list[tuple[float, float]], policy: Policy, start_time: float = 0.6, grace: float = 30.0, tail: float = 600.0,
+    redelivery: float = 3600.0,
 ) -> SimResult:
     """Run ``trace`` through ``policy``; workers take ``start_time`` s from spawn to first task.
 
@@ -276,11 +286,13 @@ def simulate(
     sim.run()
     horizon = sim.horizon
     cost = sum((w.stopped_at if w.stopped_at is not None else horizon) - w.spawned_at for w in sim.workers + sim.gone)
-    busy = sim.busy + sum(horizon - w.busy_since for w in sim.workers if w.task is not None and w.busy_since is not None)
+    busy = sim.busy + sum(horizon - w.busy_since for w in sim.workers
+                          if w.task is not None and w.busy_since is not None)
     return SimResult(
         policy=policy.name,
         worker_seconds=cost,
-        waits=[(t.started if t.started is not None else horizon) - t.arrival for t in sim.tasks],  # never started: waited to the end, at least
+        # never started: waited to the end, at least
+        waits=[(t.started if t.started is not None else horizon) - t.arrival for t in sim.tasks],
         spawns=sum(1 for _, e in sim.log if e == "spawn"),
         stops=sum(1 for _, e in sim.log if e == "stop"),
         interrupted=sum(t.interrupted for t in sim.tasks),

@@ -110,7 +110,8 @@ class HpaPolicy:
         self.current = new
         consuming = [w for w in obs.workers if w.state in ("starting", "idle", "busy")]
         # the ReplicaSet removes not-ready pods first, then the newest: busy or not
-        order = [w for w in reversed(consuming) if w.state == "starting"] + [w for w in reversed(consuming) if w.state != "starting"]
+        order = ([w for w in reversed(consuming) if w.state == "starting"]
+                 + [w for w in reversed(consuming) if w.state != "starting"])
         victims = tuple(w.name for w in order[: max(len(consuming) - new, 0)])
         return Decision(new, 0, f"{self.name}: metric {metric} / target {target:g}", rule, victims)
 

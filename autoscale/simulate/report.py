@@ -5,16 +5,29 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from app.core.specs import load_spec
+from autoscale.config import from_spec
 from autoscale.policy import AutoscalerConfig
 from autoscale.simulate.engine import SimResult, load_trace, simulate
 from autoscale.simulate.policies import Policy, ScalejobPolicy, hpa_policy, keda_policy, scalejob_label
 
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
 
-def compare(trace: list[tuple[float, float]], cfg: AutoscalerConfig, start_time: float = 0.6, poll: float = 0.5, redelivery: float = 3600.0) -> list[SimResult]:
-    """scalejob (the config as given), KEDA with its defaults and an HPA with the config's target, same trace, same min/max."""
-    policies: list[Policy] = [ScalejobPolicy(cfg, period=poll, name=scalejob_label(cfg)), keda_policy(cfg), hpa_policy(cfg)]
+
+def compare(trace: list[tuple[float, float]], cfg: AutoscalerConfig, start_time: float = 0.6, poll: float = 0.5,
+            redelivery: float = 3600.0) -> list[SimResult]:
+    """scalejob (the config as given), KEDA with its defaults and an HPA with the config's target.
+
+    Same trace, same min/max."""
+    scalejob = ScalejobPolicy(cfg, period=poll, name=scalejob_label(cfg))
+    policies: list[Policy] = [scalejob, keda_policy(cfg), hpa_policy(cfg)]
     return [simulate(trace, p, start_time=start_time, redelivery=redelivery) for p in policies]
 
 
@@ -54,22 +67,24 @@ def table(results: list[SimResult]) -> list[dict[str, str]]:
 
 def plot(results: list[SimResult], path: str | Path, title: str = "") -> Path:
     """A PNG timeline per policy: load, live workers, desired, and spawn/stop marks."""
-    import matplotlib
+    import matplotlib  # noqa: PLC0415 - heavy (about 0.5 s), only for --png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    matplotlib.use("Agg")  # before pyplot: no display needed
+    import matplotlib.pyplot as plt  # noqa: PLC0415
 
     fig, axes = plt.subplots(len(results), 1, figsize=(12, 2.6 * len(results)), sharex=True, squeeze=False)
     for ax, r in zip(axes[:, 0], results, strict=True):
         ts = [p[0] for p in r.timeline]
-        ax.step(ts, [p[1] for p in r.timeline], where="post", color="tab:gray", lw=0.8, label="load (waiting + running)")
+        ax.step(ts, [p[1] for p in r.timeline], where="post", color="tab:gray", lw=0.8,
+                label="load (waiting + running)")
         ax.step(ts, [p[2] for p in r.timeline], where="post", color="tab:blue", lw=1.4, label="workers")
         ax.step(ts, [p[3] for p in r.timeline], where="post", color="tab:orange", lw=0.8, ls="--", label="desired")
         for kind, color, y in (("spawn", "tab:green", 0.97), ("stop", "tab:red", 0.93)):
             xs = [t for t, e in r.events if e == kind]
             ax.plot(xs, [y] * len(xs), "|", color=color, transform=ax.get_xaxis_transform(), ms=6, label=kind)
         ax.set_ylabel("count")
-        ax.set_title(f"{r.policy}: {r.worker_seconds:,.0f} worker-s, p95 wait {r.p95:.2f} s, {r.interrupted} cut", fontsize=10)
+        ax.set_title(f"{r.policy}: {r.worker_seconds:,.0f} worker-s, p95 wait {r.p95:.2f} s, {r.interrupted} cut",
+                     fontsize=10)
         ax.grid(alpha=0.3)
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", fontsize=8, ncol=5)
@@ -80,8 +95,8 @@ def plot(results: list[SimResult], path: str | Path, title: str = "") -> Path:
     return _save(fig, path)
 
 
-def _save(fig: Any, path: str | Path) -> Path:
-    import matplotlib.pyplot as plt
+def _save(fig: Figure, path: str | Path) -> Path:
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - heavy, only for --png (plot() chose the backend)
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -96,26 +111,23 @@ def config_for(spec_path: str | Path | None, overrides: dict[str, float | int | 
     An ``avg_waiting_length`` override replaces a spec's wait target and a ``target_wait_seconds``
     one a spec's ratio: the two are one or the other, as in a spec.
     """
-    if spec_path is not None:
-        from app.core.specs import load_spec
-        from autoscale.config import from_spec
-
-        cfg = from_spec(load_spec(spec_path))
-    else:
-        cfg = AutoscalerConfig(min=0)
+    cfg = from_spec(load_spec(spec_path)) if spec_path is not None else AutoscalerConfig(min=0)
     given: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
     if "avg_waiting_length" in given and "target_wait_seconds" in given:
         raise ValueError("set either avg_waiting_length or target_wait_seconds, not both")
     if "avg_waiting_length" in given:
         given["target_wait_seconds"] = None
     cfg = replace(cfg, **given)
-    if cfg.max < cfg.min or cfg.max < 1 or cfg.avg_waiting_length <= 0 or (cfg.target_wait_seconds is not None and cfg.target_wait_seconds <= 0):
-        raise ValueError(f"bad autoscaler config: min {cfg.min}, max {cfg.max}, avg_waiting_length {cfg.avg_waiting_length:g}, target_wait_seconds {cfg.target_wait_seconds}")
+    bad_target = cfg.target_wait_seconds is not None and cfg.target_wait_seconds <= 0
+    if cfg.max < cfg.min or cfg.max < 1 or cfg.avg_waiting_length <= 0 or bad_target:
+        raise ValueError(f"bad autoscaler config: min {cfg.min}, max {cfg.max}, avg_waiting_length "
+                         f"{cfg.avg_waiting_length:g}, target_wait_seconds {cfg.target_wait_seconds}")
     return cfg
 
 
 def run_cli(  # noqa: PLR0913
-    console: Any, trace_path: Path, spec_path: Path | None, overrides: dict, start_time: float = 0.6, poll: float = 0.5,
+    console: Console, trace_path: Path, spec_path: Path | None, overrides: dict, start_time: float = 0.6,
+    poll: float = 0.5,
     with_references: bool = True, png: Path | None = None, as_json: bool = False, redelivery: float = 3600.0,
 ) -> list[SimResult]:
     """``scalejob simulate``: print the table, or with ``as_json`` one JSON list of rows (and write the PNG)."""
@@ -124,7 +136,8 @@ def run_cli(  # noqa: PLR0913
     if with_references:
         results = compare(trace, cfg, start_time=start_time, poll=poll, redelivery=redelivery)
     else:
-        results = [simulate(trace, ScalejobPolicy(cfg, period=poll, name=scalejob_label(cfg)), start_time=start_time, redelivery=redelivery)]
+        policy = ScalejobPolicy(cfg, period=poll, name=scalejob_label(cfg))
+        results = [simulate(trace, policy, start_time=start_time, redelivery=redelivery)]
     if png is not None:
         plot(results, png, title=str(trace_path))
     if as_json:
@@ -136,14 +149,16 @@ def run_cli(  # noqa: PLR0913
     return results
 
 
-def _print_table(console: Any, trace_path: Path, trace: list, cfg: AutoscalerConfig, start_time: float, redelivery: float, results: list[SimResult]) -> None:
-    from rich import box
-    from rich.table import Table
-
-    rule = f"target_wait_seconds {cfg.target_wait_seconds:g}" if cfg.target_wait_seconds is not None else f"avg_waiting_length {cfg.avg_waiting_length:g}"
+def _print_table(console: Console, trace_path: Path, trace: list, cfg: AutoscalerConfig, start_time: float,
+                 redelivery: float, results: list[SimResult]) -> None:
+    if cfg.target_wait_seconds is not None:
+        rule = f"target_wait_seconds {cfg.target_wait_seconds:g}"
+    else:
+        rule = f"avg_waiting_length {cfg.avg_waiting_length:g}"
     console.print(
-        f"{trace_path}: {len(trace)} tasks; min {cfg.min} max {cfg.max} {rule} grace {cfg.scale_down_grace:g}s window {cfg.stabilization:g}s "
-        f"warm standby {cfg.warm_standby}; worker start {start_time:g}s; Kubernetes: SIGKILL 30 s after SIGTERM, a cut task back after "
+        f"{trace_path}: {len(trace)} tasks; min {cfg.min} max {cfg.max} {rule} grace {cfg.scale_down_grace:g}s "
+        f"window {cfg.stabilization:g}s warm standby {cfg.warm_standby}; worker start {start_time:g}s; "
+        f"Kubernetes: SIGKILL 30 s after SIGTERM, a cut task back after "
         f"{redelivery:g} s (visibility timeout); waits in s; cut = tasks killed mid-run",
         highlight=False,
     )
