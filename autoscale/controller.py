@@ -38,9 +38,9 @@ from autoscale.metrics.registry import Workers
 from autoscale.policy import CONSUMING, Decision, Observation, PolicyState, WorkerView, decide, fresh_state
 from autoscale.rolling import Rollout, outdated
 from autoscale.scalein import Control
-from autoscale.targets import GONE, ScalejobTargets, Target
+from autoscale.targets import GONE, Target
 
-__all__ = ["Controller", "ScalejobTargets", "Target"]  # the targets are re-exported: benchmarks/tick_cost.py
+__all__ = ["Controller"]
 
 log = logging.getLogger(__name__)
 

@@ -74,10 +74,11 @@ def measure(ticks: int, workers: int, sizes: list[int], rounds: int, redis_url: 
     from app.core.specs import parse_spec
     from app.queue import services
     from autoscale.backends.local import LocalBackend
-    from autoscale.controller import Controller, ScalejobTargets
+    from autoscale.controller import Controller
     from autoscale.metrics.broker import BrokerDepth
     from autoscale.metrics.registry import RegistryObserver
     from autoscale.scalein import Control
+    from autoscale.targets import ScalejobTargets
 
     rows: list[list[object]] = []
     with world(redis_url, "tick") as w:
@@ -113,8 +114,8 @@ def _with_actions(r, ctl: Any, backend: Any, raw: dict[str, Any], service: str, 
     from app.core import keys
     from app.core.specs import parse_spec
     from autoscale.config import from_spec
-    from autoscale.controller import Target
     from autoscale.policy import AutoscalerConfig
+    from autoscale.targets import Target
 
     def cfg(n: int) -> AutoscalerConfig:
         return from_spec(parse_spec({**raw, "autoscaler": {**raw["autoscaler"], "max": n}}))
