@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import sys
 
-import redis
-
 from workers import tasks
 from workers.instance import Instance, run_worker
+from workers.steps import Hold, Runtime
 
 RESULT = {"exit_code": 0, "duration": 0.0, "tail": []}
 
 
-def noop_body(r: redis.Redis, inst: Instance, request_id: str, payload: bytes) -> None:
-    """Succeed at once, through the same ``_finish`` (record + output queue) as a real command."""
-    tasks._finish(r, inst, request_id, "succeeded", b'{"exit_code": 0}', RESULT, None, {})
+def noop_body(rt: Runtime, inst: Instance, request_id: str, payload: bytes, hold: Hold) -> tasks.Outcome:
+    """Succeed at once; ``execute`` records it through the same ``record`` (record + output queue) as a real command."""
+    return tasks.Outcome("succeeded", b'{"exit_code": 0}', RESULT)
 
 
 def main(argv: list[str]) -> int:

@@ -35,7 +35,7 @@ from workers.process import spawner
 PR_SET_PDEATHSIG = 1
 DEFAULT_PROGRESS = r"(?:progress[:=]\s*(\d{1,3}(?:\.\d+)?)\s*%)|(?:(\d{1,3})%\|)"
 TAIL_LINES = 50
-TAIL_LINE_CHARS = 2000  # each tail line is cut to this: the record's tail stays under ~100 KB whatever the command prints
+TAIL_LINE_CHARS = 2000  # each tail line is cut to this: the record's tail stays under ~100 KB whatever is printed
 STORED_LINE_BYTES = 16 << 10  # a log line longer than this is cut before it is stored (marker + count)
 REAPER = str(Path(__file__).parent / "process" / "reaper.py")  # stdlib only: runs without the package on sys.path
 
@@ -96,7 +96,8 @@ class OutputBudget:
         data = line.encode("utf-8", errors="replace")
         if len(data) > STORED_LINE_BYTES:
             self.dropped_bytes += len(data) - STORED_LINE_BYTES
-            line = data[:STORED_LINE_BYTES].decode("utf-8", errors="ignore") + f" [... {len(data) - STORED_LINE_BYTES} bytes cut]"
+            cut = len(data) - STORED_LINE_BYTES
+            line = data[:STORED_LINE_BYTES].decode("utf-8", errors="ignore") + f" [... {cut} bytes cut]"
             data = line.encode()
         if self.used + len(data) > self.cap:
             self.dropped_bytes += len(data)
@@ -241,60 +242,27 @@ def run_command(
     max_runtime: float | None = None,
     grace: float = 10.0,
     on_start: Callable[[int], None] | None = None,
+    server: spawner.Server | None = None,
 ) -> CommandOutcome:
     """Run ``command`` to completion (or until ``should_stop`` names a reason) and report.
 
-    One thread does everything: it waits in ``select`` on the command's exit and its output, and
-    checks ``should_stop`` (cancel, progress file) every 0.25 s.
+    ``server``: the worker's spawn server (None, or one that cannot take it: a reaper is started
+    directly). One thread does everything: it waits in ``select`` on the command's exit and its
+    output, and checks ``should_stop`` (cancel, progress file) every 0.25 s.
     """
     if not cwd.is_dir():  # one stat per task; mkdir(exist_ok=True) pays a failing syscall and an exception
         cwd.mkdir(parents=True, exist_ok=True)
-    pattern = re.compile(progress_pattern or DEFAULT_PROGRESS, re.IGNORECASE)
     started = time.monotonic()
-    server = spawner.current()
-    proc: subprocess.Popen[bytes] | spawner.Forked | None = server.spawn(command, cwd, env) if server else None
-    if proc is None:  # no spawn server in this process: start the reaper directly (an interpreter start)
-        proc = subprocess.Popen(
-            [sys.executable, "-I", "-S", REAPER, str(os.getpid()), f"{grace:g}", command],
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # no preexec_fn: the reaper arms its own death signal (fast spawn path)
-        )
+    proc = _start(command, cwd, env, grace, server)
     if on_start:
         on_start(proc.pid)
     tail: deque[str] = deque(maxlen=TAIL_LINES)
-
-    def line(raw: bytes) -> None:
-        text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-        tail.append(text if len(text) <= TAIL_LINE_CHARS else text[:TAIL_LINE_CHARS] + f" [... {len(text) - TAIL_LINE_CHARS} chars cut]")
-        value = parse_progress(text, pattern)
-        if value is not None:
-            on_progress(value)
-        on_line(text)
-
     assert proc.stdout is not None
-    out = Lines(proc.stdout.fileno(), line)
-    reason: str | None = None
+    pattern = re.compile(progress_pattern or DEFAULT_PROGRESS, re.IGNORECASE)
+    out = Lines(proc.stdout.fileno(), _line_handler(tail, pattern, on_progress, on_line))
     watcher = ExitWatcher(proc)
-    check_at = started + 0.25
     try:
-        while True:
-            exited, readable = watcher.ready(max(check_at - time.monotonic(), 0.0), out.fd if out.open else None)
-            if readable:
-                out.read()
-            if exited:
-                proc.wait()
-                break
-            if time.monotonic() < check_at:
-                continue
-            check_at = time.monotonic() + 0.25
-            reason = "max_runtime" if max_runtime and time.monotonic() - started > max_runtime else should_stop()
-            if reason:
-                kill_group(proc, grace)
-                break
+        reason = _watch(proc, out, watcher, started, max_runtime, should_stop, grace)
         out.drain(timeout=5.0)
     finally:
         watcher.close()
@@ -304,3 +272,55 @@ def run_command(
     except (ProcessLookupError, PermissionError):
         pass
     return CommandOutcome(proc.returncode, time.monotonic() - started, list(tail), reason)
+
+
+def _start(command: str, cwd: Path, env: dict[str, str], grace: float,
+           server: spawner.Server | None) -> subprocess.Popen[bytes] | spawner.Forked:
+    """The command's shell: spawned by the server, or (no server, or it cannot) under a reaper started directly."""
+    proc = server.spawn(command, cwd, env) if server else None
+    if proc is not None:
+        return proc
+    return subprocess.Popen(  # an interpreter start (~20 ms)
+        [sys.executable, "-I", "-S", REAPER, str(os.getpid()), f"{grace:g}", command],
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # no preexec_fn: the reaper arms its own death signal (fast spawn path)
+    )
+
+
+def _line_handler(tail: deque[str], pattern: re.Pattern[str], on_progress: Callable[[float], None],
+                  on_line: Callable[[str], None]) -> Callable[[bytes], None]:
+    """What each output line goes through: the bounded tail, the progress pattern, then ``on_line``."""
+    def line(raw: bytes) -> None:
+        text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+        cut = len(text) - TAIL_LINE_CHARS
+        tail.append(text if cut <= 0 else text[:TAIL_LINE_CHARS] + f" [... {cut} chars cut]")
+        value = parse_progress(text, pattern)
+        if value is not None:
+            on_progress(value)
+        on_line(text)
+
+    return line
+
+
+def _watch(proc: subprocess.Popen[bytes] | spawner.Forked, out: Lines, watcher: ExitWatcher, started: float,
+           max_runtime: float | None, should_stop: Callable[[], str | None], grace: float) -> str | None:
+    """Read output until the command exits, or stop it when it ran too long or ``should_stop`` says why."""
+    check_at = started + 0.25
+    while True:
+        exited, readable = watcher.ready(max(check_at - time.monotonic(), 0.0), out.fd if out.open else None)
+        if readable:
+            out.read()
+        if exited:
+            proc.wait()
+            return None
+        if time.monotonic() < check_at:
+            continue
+        check_at = time.monotonic() + 0.25
+        reason = "max_runtime" if max_runtime and time.monotonic() - started > max_runtime else should_stop()
+        if reason:
+            kill_group(proc, grace)
+            return reason

@@ -24,9 +24,11 @@ log = logging.getLogger(__name__)
 class Heartbeat(threading.Thread):
     """Refreshes a worker's entry until stopped; survives Redis outages (it just retries)."""
 
-    def __init__(self, r: redis.Redis, name: str, service: str, state: str = "idle", gpus: str = "", spec_hash: str = "") -> None:
+    def __init__(self, r: redis.Redis, name: str, service: str, state: str = "idle", gpus: str = "",
+                 spec_hash: str = "") -> None:
         super().__init__(name="scalejob-heartbeat", daemon=True)
-        self.r, self.worker, self.service, self.state, self.gpus, self.spec_hash = r, name, service, state, gpus, spec_hash
+        self.r, self.worker, self.service = r, name, service
+        self.state, self.gpus, self.spec_hash = state, gpus, spec_hash
         self._stop_event = threading.Event()
 
     def run(self) -> None:

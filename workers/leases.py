@@ -90,5 +90,6 @@ def fence_after() -> float:
 def fencing_redis() -> redis.Redis:
     """A state-Redis client that answers or fails fast (a partition must not hang the heartbeat or the fence)."""
     timeout = _timeout()
-    return redis.Redis.from_url(endpoints().redis_url, socket_timeout=timeout, socket_connect_timeout=timeout, socket_keepalive=True,
+    return redis.Redis.from_url(endpoints().redis_url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                                socket_keepalive=True,
                                 retry=Retry(NoBackoff(), 0))  # one try: the caller's own loop retries

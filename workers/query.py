@@ -35,7 +35,8 @@ class QueryOutcome:
         return 200 <= self.status < 300
 
     def as_result(self) -> dict[str, object]:
-        out: dict[str, object] = {"status": self.status, **body_fields(self.body), "duration": round(self.duration, 3), "attempts": self.attempts}
+        out: dict[str, object] = {"status": self.status, **body_fields(self.body), "duration": round(self.duration, 3),
+                                  "attempts": self.attempts}
         if self.content_type:
             out["content_type"] = self.content_type
         return out
@@ -92,7 +93,8 @@ def run_query(
             raise UserAppUnavailable(why)
         try:
             resp = _client().post(url, content=payload, headers=headers, timeout=httpx.Timeout(timeout, connect=5.0))
-            return QueryOutcome(resp.status_code, resp.content, time.monotonic() - started, attempt, resp.headers.get("content-type", ""))
+            return QueryOutcome(resp.status_code, resp.content, time.monotonic() - started, attempt,
+                                resp.headers.get("content-type", ""))
         except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as exc:
             last = exc
             if attempt <= retries:

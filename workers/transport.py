@@ -15,7 +15,8 @@ from typing import Any
 from kombu.transport import redis as kombu_redis
 
 log = logging.getLogger(__name__)
-_MALFORMED = (ValueError, TypeError, KeyError, AttributeError)  # JSON / UTF-8 errors are ValueErrors; a non-dict payload the rest
+# JSON / UTF-8 errors are ValueErrors; a non-dict payload the rest
+_MALFORMED = (ValueError, TypeError, KeyError, AttributeError)
 
 
 class Channel(kombu_redis.Channel):
@@ -26,7 +27,8 @@ class Channel(kombu_redis.Channel):
             log.error("dropped a broker entry that is not a kombu message envelope: %r", exc)
             return True  # an entry was consumed; the loop goes on
 
-    def _get(self, queue: str, timeout: Any = None) -> Any:  # ``timeout``: the base class's signature (kombu's redis channel takes none)
+    # ``timeout``: the base class's signature (kombu's redis channel takes none)
+    def _get(self, queue: str, timeout: Any = None) -> Any:
         try:
             return super()._get(queue)
         except _MALFORMED as exc:

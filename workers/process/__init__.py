@@ -1,1 +1,1 @@
-"""The processes a worker runs beside its tasks: the spawn server and reaper, supervised user apps, the progress endpoint."""
+"""The processes a worker runs beside its tasks: spawn server and reaper, supervised user apps, progress endpoint."""

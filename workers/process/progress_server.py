@@ -4,7 +4,8 @@ Each query task is sent to the user app with the header ``X-Scalejob-Progress-Ur
 http://127.0.0.1:<port>/progress/<request_id>``; the app POSTs a number 0-100 to it, as plain
 text (``42``) or JSON (``{"progress": 42}``). Only requests running on this instance right now
 are accepted (others get 404), so a stale URL cannot move a finished record. Standard library
-HTTP server on 127.0.0.1 in a daemon thread: nothing outside the machine can reach it.
+HTTP server on 127.0.0.1 in a daemon thread: nothing outside the machine can reach it. One
+:class:`ProgressServer` per worker, owned by its user-app bootstep (``workers/steps.py``).
 """
 
 from __future__ import annotations
@@ -18,11 +19,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 HEADER = "X-Scalejob-Progress-Url"
 MAX_BODY = 4096
 
-_active: dict[str, Callable[[float], None]] = {}
-_lock = threading.Lock()
-_server: ThreadingHTTPServer | None = None
-
-
 def parse(body: bytes) -> float:
     """A progress value from ``42``, ``42%``, ``42.5`` or ``{"progress": 42}``; ValueError otherwise."""
     text = body.decode("utf-8").strip()
@@ -33,13 +29,26 @@ def parse(body: bytes) -> float:
     return number
 
 
+class _Endpoint(ThreadingHTTPServer):
+    """The HTTP server, with the running requests it accepts progress for (request id -> callback)."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.active: dict[str, Callable[[float], None]] = {}
+        self.lock = threading.Lock()
+
+
 class _Handler(BaseHTTPRequestHandler):
+    server: _Endpoint
+
     def do_POST(self) -> None:  # noqa: N802 - http.server naming
         parts = self.path.strip("/").split("/")
         callback = None
         if len(parts) == 2 and parts[0] == "progress":
-            with _lock:
-                callback = _active.get(parts[1])
+            with self.server.lock:
+                callback = self.server.active.get(parts[1])
         if callback is None:
             return self._reply(404, "no such running request on this instance")
         length = int(self.headers.get("Content-Length") or 0)
@@ -63,34 +72,36 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
-def start() -> int:
-    """Start the endpoint once per process; returns its port."""
-    global _server
-    if _server is None:
-        _server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        _server.daemon_threads = True
-        threading.Thread(target=_server.serve_forever, name="scalejob-progress", daemon=True).start()
-    return int(_server.server_address[1])
+class ProgressServer:
+    """One worker's progress endpoint: started once, stopped with the worker."""
 
+    def __init__(self) -> None:
+        self._endpoint: _Endpoint | None = None
 
-def stop() -> None:
-    global _server
-    if _server is not None:
-        _server.shutdown()
-        _server.server_close()
-        _server = None
+    def start(self) -> int:
+        """Start the endpoint (once); returns its port."""
+        if self._endpoint is None:
+            self._endpoint = _Endpoint()
+            threading.Thread(target=self._endpoint.serve_forever, name="scalejob-progress", daemon=True).start()
+        return int(self._endpoint.server_address[1])
 
+    def stop(self) -> None:
+        if self._endpoint is not None:
+            self._endpoint.shutdown()
+            self._endpoint.server_close()
+            self._endpoint = None
 
-@contextlib.contextmanager
-def tracking(request_id: str, on_progress: Callable[[float], None]) -> Iterator[str | None]:
-    """Accept progress for ``request_id`` while the block runs; yields its URL (None: no endpoint)."""
-    if _server is None:
-        yield None
-        return
-    with _lock:
-        _active[request_id] = on_progress
-    try:
-        yield f"http://127.0.0.1:{_server.server_address[1]}/progress/{request_id}"
-    finally:
-        with _lock:
-            _active.pop(request_id, None)
+    @contextlib.contextmanager
+    def tracking(self, request_id: str, on_progress: Callable[[float], None]) -> Iterator[str | None]:
+        """Accept progress for ``request_id`` while the block runs; yields its URL (None: no endpoint)."""
+        endpoint = self._endpoint
+        if endpoint is None:
+            yield None
+            return
+        with endpoint.lock:
+            endpoint.active[request_id] = on_progress
+        try:
+            yield f"http://127.0.0.1:{endpoint.server_address[1]}/progress/{request_id}"
+        finally:
+            with endpoint.lock:
+                endpoint.active.pop(request_id, None)

@@ -39,7 +39,7 @@ PARENT_GONE_GRACE = 3.0
 
 def _prctl(option: int, value: int) -> None:
     try:
-        import ctypes
+        import ctypes  # noqa: PLC0415 - a reaper starts per command: it imports only what its path needs
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(option, value, 0, 0, 0)
     except OSError:
@@ -97,7 +97,7 @@ def _alive(pid: int) -> bool:
 
 def _end_group(child: int | None) -> None:
     """The worker is gone: end the whole command now (nobody will wait for a graceful stop)."""
-    import time
+    import time  # noqa: PLC0415 - a reaper starts per command: it imports only what its path needs
 
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGALRM, signal.SIGUSR1):
         signal.signal(sig, signal.SIG_IGN)  # our own killpg must not re-enter a handler
@@ -160,7 +160,8 @@ def die_like(code: int) -> int:
     return code
 
 
-SPAWN_DEFAULTS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGCHLD, signal.SIGUSR1, signal.SIGPIPE, signal.SIGXFSZ)
+SPAWN_DEFAULTS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGCHLD, signal.SIGUSR1, signal.SIGPIPE,
+                  signal.SIGXFSZ)
 
 
 class Spawned:
@@ -179,7 +180,8 @@ class Spawned:
             os.chdir(req["cwd"])  # single-threaded: the cwd is ours alone between here and the spawn
             pid = os.posix_spawn(
                 "/bin/sh", ["/bin/sh", "-c", req["command"]], env,
-                file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0), (os.POSIX_SPAWN_DUP2, out, 1), (os.POSIX_SPAWN_DUP2, out, 2)],
+                file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                              (os.POSIX_SPAWN_DUP2, out, 1), (os.POSIX_SPAWN_DUP2, out, 2)],
                 setsid=True, setsigmask=(), setsigdef=SPAWN_DEFAULTS,
             )
         except OSError:  # no pid written: the worker starts the reaper directly and reports the error
@@ -229,7 +231,7 @@ class Spawned:
 
     def end_all(self) -> None:
         """The worker is gone: SIGTERM every command's group, a short grace, then SIGKILL everything."""
-        import time
+        import time  # noqa: PLC0415 - a reaper starts per command: it imports only what its path needs
 
         for pid in self.running:
             try:
@@ -251,7 +253,8 @@ class Spawned:
 def _environ(pid: int) -> set[str]:
     try:
         with open(f"/proc/{pid}/environ", "rb") as f:
-            return {x.decode(errors="replace") for x in f.read().split(b"\0") if x.startswith(b"SCALEJOB_COMMAND_TOKEN=")}
+            entries = f.read().split(b"\0")
+        return {x.decode(errors="replace") for x in entries if x.startswith(b"SCALEJOB_COMMAND_TOKEN=")}
     except OSError:
         return set()
 
@@ -268,9 +271,9 @@ def serve(parent: int, fd: int) -> int:
     died, even by SIGKILL) ends every command: SIGTERM to each group, a 3 s grace, SIGKILL to
     everything it has left.
     """
-    import json
-    import select
-    import socket
+    import json  # noqa: PLC0415 - a reaper starts per command: it imports only what its path needs
+    import select  # noqa: PLC0415 - a reaper starts per command: it imports only what its path needs
+    import socket  # noqa: PLC0415 - a reaper starts per command: it imports only what its path needs
 
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1, signal.SIGCHLD})  # exec keeps the worker thread's mask
     gone: list[int] = []  # the death signal (the worker died) can come more than once: a flag, not an exception
@@ -320,7 +323,8 @@ def main(argv: list[str]) -> int:
     if len(argv) == 4 and argv[1] == "--serve":
         return serve(int(argv[2]), int(argv[3]))
     if len(argv) != 4:
-        print("usage: python -m workers.process.reaper PARENT_PID GRACE COMMAND | --serve PARENT_PID FD", file=sys.stderr)
+        print("usage: python -m workers.process.reaper PARENT_PID GRACE COMMAND | --serve PARENT_PID FD",
+              file=sys.stderr)
         return 2
     parent, grace, command = int(argv[1]), float(argv[2]), argv[3]
     return die_like(run_shell(parent, grace, command, dict(os.environ)))

@@ -7,7 +7,8 @@ process), so its death signal means "the worker is gone". It ``posix_spawn``s ea
 ``/bin/sh -c`` in a session of its own and is the child subreaper of all of them: it kills what a
 command leaves behind when it ends, and every command when the worker dies. Where no server runs
 (a plain ``celery worker``, a request too large for one message, a server that died),
-:func:`workers.command.run_command` starts the reaper directly.
+:func:`workers.command.run_command` starts the reaper directly. The server belongs to the
+worker's spawn-server bootstep (``workers/steps.py``), which starts and stops it.
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ class Server:
         self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.proc = subprocess.Popen(
             [sys.executable, "-I", "-S", reaper, "--serve", str(os.getpid()), str(theirs.fileno())],
-            pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, start_new_session=True,  # a Ctrl-C to the worker's group is not for it
+            pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
+            start_new_session=True,  # a Ctrl-C to the worker's group is not for it
         )
         theirs.close()
         self.lock = threading.Lock()
@@ -99,22 +101,11 @@ class Server:
             self.proc.kill()
 
 
-_server: Server | None = None
+def start(reaper: str) -> Server | None:
+    """A spawn server for this process, or None where one cannot run (not the main thread, no ``send_fds``).
 
-
-def start(reaper: str) -> None:
-    """Start this process's spawn server; call it from the main thread (see the module doc)."""
-    global _server
-    if _server is None and threading.current_thread() is threading.main_thread() and hasattr(socket, "send_fds"):
-        _server = Server(reaper)
-
-
-def current() -> Server | None:
-    return _server
-
-
-def stop() -> None:
-    global _server
-    if _server is not None:
-        _server.stop()
-        _server = None
+    Call it from the main thread (see the module doc); the caller owns the server and stops it.
+    """
+    if threading.current_thread() is threading.main_thread() and hasattr(socket, "send_fds"):
+        return Server(reaper)
+    return None

@@ -29,7 +29,8 @@ from typing import IO, Any
 from workers.instance import run_worker
 
 PRELOAD = (
-    "workers.instance", "workers.tasks", "app.queue.recovery", "celery.apps.worker", "celery.bin.celery",
+    "workers.instance", "workers.tasks", "workers.steps", "app.queue.recovery", "celery.apps.worker",
+    "celery.bin.celery",
     "celery.bin.worker", "celery.worker.components", "celery.worker.consumer", "celery.worker.loops",
     "celery.worker.pidbox", "celery.worker.control", "celery.worker.autoscale", "celery.worker.strategy",
     "celery.concurrency.thread", "celery.events.state", "celery.events.dispatcher", "kombu.transport.redis",
@@ -79,7 +80,7 @@ def _child(req: dict[str, Any]) -> None:
         os.environ.update(req["env"])
         title = f"scalejob worker {req['service']} --name {req['name']}" + (" --standby" if req["standby"] else "")
         try:
-            from setproctitle import setproctitle
+            from setproctitle import setproctitle  # noqa: PLC0415 - optional dependency
 
             setproctitle(title)
         except ImportError:

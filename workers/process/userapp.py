@@ -37,7 +37,8 @@ def listeners(port: int) -> list[int | None]:
 class UserApp(SupervisedProcess):
     """One supervised user app process, ready when its port accepts connections *and* it is the listener."""
 
-    def __init__(self, command: str, port: int, cwd: Path, env: dict[str, str], log_path: Path, ready_timeout: float = 60.0) -> None:
+    def __init__(self, command: str, port: int, cwd: Path, env: dict[str, str], log_path: Path,
+                 ready_timeout: float = 60.0) -> None:
         super().__init__(f"user app on port {port}", command, cwd, env, log_path)
         self.port, self.ready_timeout = port, ready_timeout
         self._verified: int | None = None  # pid of the app process last seen holding the port
@@ -64,7 +65,8 @@ class UserApp(SupervisedProcess):
             self._verified = proc.pid  # type: ignore[union-attr]
             return None
         other = next(p for p in pids if p not in tree)
-        return f"port {self.port} is held by {'pid ' + str(other) if other else 'a process of another user'}, not by the user app: payload not sent"
+        holder = f"pid {other}" if other else "a process of another user"
+        return f"port {self.port} is held by {holder}, not by the user app: payload not sent"
 
     def on_spawned(self) -> None:
         self.wait_ready(self.ready_timeout)
@@ -75,7 +77,9 @@ class UserApp(SupervisedProcess):
             if (why := self.squatter()) and (self.proc is None or self.proc.poll() is not None):
                 raise UserAppError(f"{why}; see {self.log_path}")
             if self.proc is not None and self.proc.poll() is not None:
-                raise UserAppError(f"user app exited with code {self.proc.returncode} before listening on port {self.port}; see {self.log_path}")
+                raise UserAppError(f"user app exited with code {self.proc.returncode} before listening on port "
+                                   f"{self.port}; see {self.log_path}")
             if time.monotonic() > deadline:
-                raise UserAppError(f"user app did not listen on port {self.port} within {timeout:.0f}s; see {self.log_path}")
+                raise UserAppError(f"user app did not listen on port {self.port} within {timeout:.0f}s; "
+                                   f"see {self.log_path}")
             time.sleep(0.05)
