@@ -16,7 +16,6 @@ began is refused before anything is forked, so two leaders can never both grow t
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import socket
@@ -24,17 +23,18 @@ import uuid
 from pathlib import Path
 
 import redis
+from redis.commands.core import Script
 
 from app.core import keys, replies
+from app.queue import scripts
 
 log = logging.getLogger(__name__)
-LUA = Path(__file__).parent / "lua"
+LUA = scripts.Library(Path(__file__).parent / "lua")  # the autoscaler's own scripts: autoscale/lua/*.lua
 
 
-@functools.cache
-def lua(name: str) -> str:
-    """The text of ``autoscale/lua/<name>.lua`` (read once per process)."""
-    return (LUA / f"{name}.lua").read_text()
+def lua(name: str) -> Script:
+    """``autoscale/lua/<name>.lua``, read once per process; call it with ``client=``."""
+    return LUA.script(name)
 
 
 class Fenced(RuntimeError):
@@ -51,11 +51,15 @@ class Leadership:
         self.key, self.term_key = keys.autoscaler_lock() + suffix, keys.autoscaler_term() + suffix
         self.term = 0  # the term this instance leads in; 0 when it does not lead
         self.refused = 0  # writes refused because the term was over (logged each time)
-        self._acquire, self._release, self._fenced = (r.register_script(lua(n)) for n in ("acquire", "release", "fenced"))
+        self._acquire, self._release, self._fenced = lua("acquire"), lua("release"), lua("fenced")
 
     def hold(self) -> bool:
         """True when this instance is the leader for the next TTL (acquired or renewed now)."""
-        self.term = int(self._acquire(keys=[self.key, self.term_key], args=[self.me, self.ttl_ms, str(self.term or "")]))
+        self.term = int(
+            self._acquire(
+                keys=[self.key, self.term_key], args=[self.me, self.ttl_ms, str(self.term or "")], client=self.r
+            )
+        )
         return self.term > 0
 
     def holder(self) -> str | None:
@@ -63,7 +67,7 @@ class Leadership:
         return replies.text(raw) if raw else None
 
     def release(self) -> None:
-        self._release(keys=[self.key], args=[self.me])
+        self._release(keys=[self.key], args=[self.me], client=self.r)
         self.term = 0
 
     # -- fencing -------------------------------------------------------------------------------
@@ -76,8 +80,14 @@ class Leadership:
         self._run([self.key, self.term_key], ("check", "", ""), what)
 
     def _run(self, script_keys: list[str], op: tuple[str, str, str], what: str) -> None:
-        if self.term and self._fenced(keys=script_keys, args=[self.me, str(self.term), *op]):
+        if self.term and self._fenced(keys=script_keys, args=[self.me, str(self.term), *op], client=self.r):
             return
         self.refused += 1
-        log.warning("autoscaler %s: %s refused: term %d is over (the lock is held by %s)", self.me, what, self.term, self.holder())
+        log.warning(
+            "autoscaler %s: %s refused: term %d is over (the lock is held by %s)",
+            self.me,
+            what,
+            self.term,
+            self.holder(),
+        )
         raise Fenced(f"{what}: term {self.term} of autoscaler {self.me} is over")

@@ -4,7 +4,7 @@ Why the worker's own clock: a worker cut off from Redis cannot ask Redis whether
 still alive. It knows when it last renewed it. Once that is older than the lease TTL minus a
 margin, the lease may have expired and the request may already run on another host, so the
 worker stops its copy (:func:`workers.tasks._command` asks :meth:`LeaseClock.lost`) and reports
-nothing; the fencing epoch (``app/queue/records.py`` ``STALE_FN``) refuses whatever it might still write.
+nothing; the fencing epoch (``app/queue/lua/lib/stale.lua``) refuses whatever it might still write.
 
 Before it gives up, the worker tries one renewal itself on a client with a short timeout: a
 heartbeat thread that was merely slow (a loaded machine) must not cost a running job.

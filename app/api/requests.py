@@ -19,9 +19,9 @@ from starlette.concurrency import run_in_threadpool
 from app.core import keys, replies
 from app.core.connections import state_redis, waiting_redis
 from app.eas.calls import authorize, unknown
+from app.queue import health, records, services
 from app.queue import output as sink
-from app.queue import records, services
-from app.queue import streams as queues
+from app.queue.records import RequestState
 
 router = APIRouter()
 POSITION_SCAN = 500  # stop counting earlier waiting requests after this many finished ones in a row
@@ -33,13 +33,18 @@ def position(r: redis.Redis, rec: records.Record) -> int | None:
     Walks back through the service's requests by queue time and stops after a run of finished
     ones: the queue is FIFO, so requests older than a finished stretch have been taken too.
     """
-    if rec.state != "queued" or rec.queued_at is None:
+    if rec.state != RequestState.QUEUED or rec.queued_at is None:
         return None
     key = keys.requests_index(rec.service)
     ahead, finished_run, cursor = 0, 0, r.zscore(key, rec.id) or rec.queued_at  # the exact score, not the rounded time
     while finished_run < POSITION_SCAN:
-        ids = [(rid, sc) for rid, sc in replies.scored(r.zrevrangebyscore(key, f"({cursor}", "-inf", start=0, num=200, withscores=True))
-               if rid.decode() != rec.id]
+        ids = [
+            (rid, sc)
+            for rid, sc in replies.scored(
+                r.zrevrangebyscore(key, f"({cursor}", "-inf", start=0, num=200, withscores=True)
+            )
+            if rid.decode() != rec.id
+        ]
         if not ids:
             break
         with r.pipeline(transaction=False) as p:
@@ -47,7 +52,7 @@ def position(r: redis.Redis, rec: records.Record) -> int | None:
                 p.hget(keys.request(rid.decode()), "state")
             states = p.execute()
         for state in states:
-            if state == b"queued":
+            if state == RequestState.QUEUED.encode():
                 ahead, finished_run = ahead + 1, 0
             else:
                 finished_run += 1
@@ -76,41 +81,18 @@ def load(request_id: str, authorization: str | None) -> records.Record:
 def view(r: redis.Redis, rec: records.Record) -> dict[str, Any]:
     out = rec.to_dict()
     out["position"] = position(r, rec)
-    if rec.state == "queued":
+    if rec.state == RequestState.QUEUED:
         out["waiting_reason"] = waiting_reason(r, rec.service)
     return out
 
 
 def waiting_reason(r: redis.Redis, service: str) -> str | None:
     """Why a queued request is not running yet, when the cause is known (None: it is just its turn)."""
-    from app.queue import health
-
     h = health.view(r, service)
     if h["health"] != health.OK and h["last_failure"]:
         return (f"workers of {service} fail to start ({h['failures']} in a row; next try in {h['backoff_left']:.0f}s): "
                 f"{h['last_failure']['reason']}; the request stays queued")
     return None
-
-
-def cancel(r: redis.Redis, request_id: str) -> records.Record | None:
-    """Cancel: a waiting request is cancelled at once (the worker will skip it); a running
-    command is ended by its worker (SIGTERM, then SIGKILL after the grace); a running query is
-    abandoned and marked cancelled now (its late answer is discarded)."""
-    rec = records.get(r, request_id)
-    if rec is None or rec.done:
-        return rec
-    records.request_cancel(r, request_id)
-    if rec.state == "queued" and rec.index is not None:
-        queues.input_queue(r, rec.service).delete([rec.index])
-    if rec.state == "queued":
-        from app.queue import depth, tenants
-
-        depth.remove_waiting(tenants.queue_name(rec.service, rec.tenant), request_id)  # leaves the waiting count now
-    if (rec.state == "queued" or rec.task_type == "query") and records.finish(
-        r, request_id, "cancelled", error="cancelled by user"
-    ):
-        sink.emit(r, rec.service, request_id, "error", b"cancelled by user", {"state": "cancelled"})
-    return records.get(r, request_id)
 
 
 @router.get("/api/requests/{request_id}", summary="A request's state, progress, worker, times, position and result")
@@ -123,7 +105,7 @@ def get_request(request_id: str, request: Request) -> dict[str, Any]:
 def delete_request(request_id: str, request: Request) -> dict[str, Any]:
     load(request_id, request.headers.get("authorization"))
     r = state_redis()
-    rec = cancel(r, request_id)
+    rec = records.cancel(r, request_id)
     assert rec is not None
     out = view(r, rec)
     out["cancel_requested"] = True
@@ -141,7 +123,9 @@ def _next_events(request_id: str, after: str) -> list[tuple[str, sink.Message]]:
     out = []
     for _, entries in replies.streams(reply) or []:
         for eid, fields in entries:
-            out.append((eid.decode(), sink.Message(0, fields.get(b"data", b""), json.loads(fields.get(b"tags", b"{}")))))
+            out.append(
+                (eid.decode(), sink.Message(0, fields.get(b"data", b""), json.loads(fields.get(b"tags", b"{}"))))
+            )
     return out
 
 
@@ -166,10 +150,15 @@ async def event_stream(request: Request, request_id: str, after: str) -> AsyncIt
 
 
 def _next_events_nonblocking(request_id: str, after: str) -> bool:
-    return bool(state_redis().xrange(keys.request_events(request_id), min=f"({after}" if after != "0-0" else "-", count=1))
+    return bool(
+        state_redis().xrange(keys.request_events(request_id), min=f"({after}" if after != "0-0" else "-", count=1)
+    )
 
 
-@router.get("/api/requests/{request_id}/events", summary="Server-Sent Events: log, progress, result/error until the request ends")
+@router.get(
+    "/api/requests/{request_id}/events",
+    summary="Server-Sent Events: log, progress, result/error until the request ends",
+)
 async def request_events(request_id: str, request: Request) -> StreamingResponse:
     await run_in_threadpool(load, request_id, request.headers.get("authorization"))
     after = request.headers.get("last-event-id") or "0-0"

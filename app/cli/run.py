@@ -190,7 +190,7 @@ def register(cli: typer.Typer, fail: Callable[[str], NoReturn], redis: Callable[
 
         Example: scalejob cancel 3f2a...
         """
-        from app.api.requests import cancel as cancel_request
+        from app.queue.records import cancel as cancel_request
 
         rec = cancel_request(redis(), request_id)
         if rec is None:

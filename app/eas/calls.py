@@ -98,7 +98,11 @@ def own_indexes(t: Target, indexes: list[int]) -> list[int]:
     """The indexes a tenant-bound caller may act on (commit, delete): its tenant's entries."""
     if not t.principal.tenant:
         return indexes
-    return [i for i in indexes if any(m.index == i and m.tags.get("tenant", "default") == t.principal.tenant for m in t.queue.scan(i, 1)[0])]
+    return [
+        i
+        for i in indexes
+        if any(m.index == i and m.tags.get("tenant", "default") == t.principal.tenant for m in t.queue.scan(i, 1)[0])
+    ]
 
 
 def whole_queue_only(t: Target, what: str) -> None:
@@ -169,7 +173,9 @@ def wants_json(request: Request | WebSocket) -> bool:
 
 
 def frame(msg: sink.Message, index_only: bool = False) -> eas_proto.DataFrame:
-    return eas_proto.DataFrame(index=msg.index, tags={} if index_only else msg.tags, data=b"" if index_only else msg.data)
+    return eas_proto.DataFrame(
+        index=msg.index, tags={} if index_only else msg.tags, data=b"" if index_only else msg.data
+    )
 
 
 def message_json(msg: sink.Message) -> dict[str, Any]:
@@ -186,7 +192,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     if declared is not None:
         try:
             if int(declared) > limit:
-                raise HTTPException(413, f"payload of {int(declared)} bytes is over the service limit of {limit}")
+                raise HTTPException(413, inqueue.too_big(int(declared), limit))
         except ValueError:
             raise HTTPException(400, "Content-Length must be an integer") from None
     chunks, size = [], 0
@@ -200,6 +206,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 # --- put ---------------------------------------------------------------------------------------
 def _put(t: Target, payload: bytes, tags: dict[str, str]) -> tuple[int, str]:
+    """A put on the target's queue of a body :func:`read_body` read (the sink: an output message)."""
     if t.is_sink:
         rid = tags.get("requestId") or uuid.uuid4().hex
         return t.queue.append(payload, {**tags, "requestId": rid}), rid
@@ -207,4 +214,14 @@ def _put(t: Target, payload: bytes, tags: dict[str, str]) -> tuple[int, str]:
     tenant = t.principal.tenant or tags.get("tenant") or "default"
     task_type = tags.pop("taskType", None)
     tags.pop("requestId", None)  # ids are ours: a chosen one could overwrite someone else's record
-    return inqueue.put(state_redis(), spec, task_type, payload, tags=tags, tenant=tenant, max_waiting=spec.metadata.max_waiting)
+    # the spec came with the target and read_body refused an over-limit body: put() checks neither again
+    return inqueue.put(
+        state_redis(),
+        spec,
+        task_type,
+        payload,
+        tags=tags,
+        tenant=tenant,
+        max_waiting=spec.metadata.max_waiting,
+        size_checked=True,
+    )

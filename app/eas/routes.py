@@ -42,6 +42,7 @@ from app.eas.calls import (
 )
 from app.eas.watch import watch
 from app.queue import put as inqueue
+from app.queue import records
 from app.queue import streams as queues
 
 router = APIRouter()
@@ -126,12 +127,10 @@ async def get(request: Request, service: str, is_sink: bool) -> Response:
 # --- commit / delete / truncate ------------------------------------------------------------------
 def _cancel_mirrored(t: Target, indexes: list[int]) -> None:
     """Deleting from the input queue cancels those requests: a deleted task must never run."""
-    from app.api.requests import cancel
-
     for i in indexes:
         for m in t.queue.scan(i, 1)[0]:
             if m.index == i and m.tags.get("requestId"):
-                cancel(state_redis(), m.tags["requestId"])
+                records.cancel(state_redis(), m.tags["requestId"])
 
 
 def _delete(t: Target, control: dict[str, str]) -> Response:

@@ -31,7 +31,12 @@ DESIRED = Gauge("scalejob_autoscaler_desired", "Consuming workers the policy wan
 STANDBY = Gauge("scalejob_autoscaler_standby_desired", "Warm standby workers the policy wants", ["service"])
 DECISIONS = Counter("scalejob_autoscaler_decisions", "Decisions by rule", ["service", "rule"])
 ACTIONS = Counter("scalejob_autoscaler_actions", "Actions taken", ["service", "action"])
-TICK = Histogram("scalejob_autoscaler_tick_seconds", "Observe+decide+act time of one service", ["service"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0))
+TICK = Histogram(
+    "scalejob_autoscaler_tick_seconds",
+    "Observe+decide+act time of one service",
+    ["service"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
 
 _SAME = ("desired", "standby", "rule")
 SAMPLE_EVERY = 5.0  # seconds: a sample at least this often, even when nothing changed
@@ -52,7 +57,9 @@ def record(r: redis.Redis, service: str, entry: dict[str, Any], keep: int) -> No
     head_raw = r.lindex(key, 0)
     head = json.loads(head_raw) if head_raw else None
     if head is not None and _same(head, entry):
-        head.update(repeats=head.get("repeats", 0) + 1, last_at=entry["at"], inputs=entry["inputs"], reason_now=entry["reason"])
+        head.update(
+            repeats=head.get("repeats", 0) + 1, last_at=entry["at"], inputs=entry["inputs"], reason_now=entry["reason"]
+        )
         r.lset(key, 0, json.dumps(head))
         log.debug("%s: %s", service, entry["reason"])
         return
@@ -74,7 +81,14 @@ def _sample(r: redis.Redis, service: str, entry: dict[str, Any]) -> None:
     if last is not None and last[0] == values and entry["at"] - last[1] < SAMPLE_EVERY:
         return
     _last_sample[(key, service)] = (values, entry["at"])
-    sample = {"t": entry["at"], "waiting": values[0], "running": values[1], "workers": values[2], "desired": values[3], "reason": entry["reason"][:300]}
+    sample = {
+        "t": entry["at"],
+        "waiting": values[0],
+        "running": values[1],
+        "workers": values[2],
+        "desired": values[3],
+        "reason": entry["reason"][:300],
+    }
     with r.pipeline(transaction=False) as p:
         p.rpush(key, json.dumps(sample))
         p.ltrim(key, -SAMPLES_KEPT, -1)

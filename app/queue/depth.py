@@ -101,7 +101,8 @@ def remove_waiting(queue: str, task_id: str, url: str | None = None) -> bool:
         for raw in client.lrange(key, 0, -1):
             try:
                 if json.loads(raw).get("headers", {}).get("id") == task_id:
-                    return bool(client.lrem(key, 1, cast(str, raw)))  # redis-py types the value str; the bytes read go back as they are
+                    # redis-py types the value str; the bytes read go back as they are
+                    return bool(client.lrem(key, 1, cast(str, raw)))
             except (ValueError, AttributeError):
                 continue
     return False

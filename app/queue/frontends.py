@@ -1,4 +1,6 @@
-"""A front end's published state (owner of ``keys.frontend``): written by the stack that runs it, read by status and the API.
+"""A front end's published state (owner of ``keys.frontend``).
+
+Written by the stack that runs it, read by status and the API.
 
 The state carries a TTL (:data:`STATE_TTL`, refreshed on every sync of ``app/cli/frontends.py``),
 so a stack that died does not leave a "running" front end behind.

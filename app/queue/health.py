@@ -23,7 +23,9 @@ from prometheus_client import Counter, Gauge
 from app.core import keys
 from app.core.backoff import BackoffConfig, delay
 
-FAILED_STARTS = Counter("scalejob_autoscaler_failed_starts", "Workers that exited before they became ready", ["service"])
+FAILED_STARTS = Counter(
+    "scalejob_autoscaler_failed_starts", "Workers that exited before they became ready", ["service"]
+)
 CRASH_LOOP = Gauge("scalejob_autoscaler_crash_loop", "1 while a service is in crash-loop backoff", ["service"])
 BACKOFF = Gauge("scalejob_autoscaler_backoff_seconds", "Current crash-loop backoff delay", ["service"])
 
@@ -113,8 +115,13 @@ def view(r: redis.Redis, service: str, now: float | None = None) -> dict[str, An
 def failed(r: redis.Redis, h: Health, f: FailedStart, spec_hash: str, cfg: BackoffConfig = BackoffConfig()) -> Health:
     """Count one failed start and store the new backoff; returns the new health."""
     failures = h.failures + 1
-    new = Health(CRASH_LOOP_BACKOFF, failures, f.at + delay(failures, cfg), spec_hash,
-                 {"at": f.at, "worker": f.worker, "exit_code": f.exit_code, "reason": f.reason, "output": list(f.output)})
+    new = Health(
+        CRASH_LOOP_BACKOFF,
+        failures,
+        f.at + delay(failures, cfg),
+        spec_hash,
+        {"at": f.at, "worker": f.worker, "exit_code": f.exit_code, "reason": f.reason, "output": list(f.output)},
+    )
     r.set(keys.service_health(f.service), new.to_json())
     FAILED_STARTS.labels(f.service).inc()
     _gauges(f.service, new, cfg)

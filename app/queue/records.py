@@ -7,6 +7,7 @@ late writer (a redelivered copy, a cancelled task finishing) cannot move a finis
 
 from __future__ import annotations
 
+import enum
 import json
 import re
 import time
@@ -17,61 +18,29 @@ import redis
 
 from app.core import keys, replies
 from app.core.settings import get_settings
+from app.queue import depth, scripts, streams, tenants
+from app.queue import output as sink
 
-TERMINAL = ("succeeded", "failed", "cancelled")
-STATES = ("queued", "running", *TERMINAL)
 
-# Lua functions (also embedded by workers/lifecycle.py, which runs a task's start and end as
-# one script each). finish(k, state, ttl, fields): move to a terminal state unless the record
-# already is terminal; 1 if it moved.
-FINISH_FN = """
-local function finish(k, state, ttl, fields)
-  local s = redis.call('HGET', k, 'state')
-  if s == 'succeeded' or s == 'failed' or s == 'cancelled' then return 0 end
-  redis.call('HSET', k, 'state', state, unpack(fields))
-  redis.call('EXPIRE', k, ttl)
-  return 1
-end
-"""
-_FINISH = FINISH_FN + "return finish(KEYS[1], ARGV[1], ARGV[2], {unpack(ARGV, 3)})"
+class RequestState(enum.StrEnum):
+    """The states of a request record: queued → running → succeeded / failed / cancelled.
 
-# start(k, a): take the request's lease and mark it running. k: record, lease, running hash.
-# a: worker, now, record ttl, lease ttl (ms), request id. Returns the new epoch (>= 1: started; the
-# record's ``attempts`` after the increment, the fencing token of this delivery), 0 finished or
-# cancelled, -1 another delivery holds a live lease (a duplicate: drop it, the holder is running it).
-START_FN = """
-local function start(k, a)
-  local s = redis.call('HGET', k[1], 'state')
-  if s == 'succeeded' or s == 'failed' or s == 'cancelled' then return 0 end
-  if redis.call('HGET', k[1], 'cancel') == '1' then return 0 end
-  if redis.call('EXISTS', k[2]) == 1 then return -1 end
-  redis.call('SET', k[2], a[1], 'PX', a[4])
-  redis.call('HSET', k[3], a[5], a[1])
-  redis.call('HSET', k[1], 'state', 'running', 'worker', a[1], 'started_at', a[2], 'progress', '0')
-  local epoch = redis.call('HINCRBY', k[1], 'attempts', 1)
-  redis.call('EXPIRE', k[1], a[3])
-  return epoch
-end
-"""
-# stale(record, counter, epoch): true (and the refusal counted) when ``epoch`` is not the
-# record's current one: a delivery whose lease expired and whose request started again elsewhere
-# (a partition healed) must not write its outcome, progress or log lines over the new attempt's.
-STALE_FN = """
-local function stale(record, counter, epoch)
-  if epoch == '' or redis.call('HGET', record, 'attempts') == epoch then return false end
-  redis.call('INCR', counter)
-  return true
-end
-"""
-# release(lease, running, id, worker): drop the lease of a finished or abandoned request.
-RELEASE_FN = """
-local function release(lease, running, id, worker)
-  if redis.call('GET', lease) == worker then redis.call('DEL', lease) end
-  if redis.call('HGET', running, id) == worker then redis.call('HDEL', running, id) end
-  return 1
-end
-"""
-_RELEASE = RELEASE_FN + "return release(KEYS[1], KEYS[2], ARGV[1], ARGV[2])"
+    The Lua of ``app/queue/lua/`` spells the same names (each file says so where it does), and so
+    does the dashboard's JavaScript (``app/ui/static``), which cannot import this.
+    """
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL = (RequestState.SUCCEEDED, RequestState.FAILED, RequestState.CANCELLED)
+STATES = (RequestState.QUEUED, RequestState.RUNNING, *TERMINAL)
+
+_FINISH, _RELEASE, _RENEW = scripts.load("finish"), scripts.load("release"), scripts.load("renew")
+_REQUEUE, _REQUEUE_DEAD = scripts.load("requeue"), scripts.load("requeue_dead")
 
 
 @dataclass
@@ -116,7 +85,7 @@ def new_fields(
         "id": request_id,
         "service": service,
         "task_type": task_type,
-        "state": "queued",
+        "state": RequestState.QUEUED,
         "progress": "0",
         "tenant": tenant,
         "queued_at": f"{(now or time.time()):.6f}",
@@ -142,16 +111,7 @@ def valid_request_id(request_id: object) -> bool:
 
 def release(r: redis.Redis, request_id: str, worker: str) -> None:
     """Drop ``worker``'s lease on the request (after it finished or gave it up)."""
-    r.eval(_RELEASE, 2, keys.request_lease(request_id), keys.running(), request_id, worker)
-
-
-_RENEW = """
-local out = {}
-for i, k in ipairs(KEYS) do
-  if redis.call('GET', k) == ARGV[1] then out[i] = redis.call('PEXPIRE', k, ARGV[2]) else out[i] = 0 end
-end
-return out
-"""
+    _RELEASE(keys=[keys.request_lease(request_id), keys.running()], args=[request_id, worker], client=r)
 
 
 def renew_leases(r: redis.Redis, request_ids: list[str], worker: str) -> list[str]:
@@ -162,7 +122,7 @@ def renew_leases(r: redis.Redis, request_ids: list[str], worker: str) -> list[st
     if not request_ids:
         return []
     ttl = int(get_settings().heartbeat_ttl * 1000)
-    flags = r.eval(_RENEW, len(request_ids), *[keys.request_lease(rid) for rid in request_ids], worker, ttl)
+    flags = _RENEW(keys=[keys.request_lease(rid) for rid in request_ids], args=[worker, ttl], client=r)
     return [rid for rid, ok in zip(request_ids, flags, strict=True) if ok]
 
 
@@ -175,14 +135,15 @@ def finish(
     r: redis.Redis, request_id: str, state: str, result: Any = None, error: str | None = None, now: float | None = None
 ) -> bool:
     """Move to a terminal state once; False if it already was terminal."""
-    return bool(r.eval(_FINISH, 1, keys.request(request_id), state, get_settings().record_ttl, *finish_fields(state, result, error, now)))
+    args: list[str | int] = [state, get_settings().record_ttl, *finish_fields(state, result, error, now)]
+    return bool(_FINISH(keys=[keys.request(request_id)], args=args, client=r))
 
 
 def finish_fields(state: str, result: Any = None, error: str | None = None, now: float | None = None) -> list[str]:
     """The record fields a move to terminal ``state`` writes (besides ``state``), as a flat list."""
     assert state in TERMINAL, state
     fields: list[str] = ["finished_at", f"{(now or time.time()):.6f}"]
-    if state == "succeeded":
+    if state == RequestState.SUCCEEDED:
         fields += ["progress", "100"]
     if result is not None:
         fields += ["result", json.dumps(result)]
@@ -196,41 +157,46 @@ def request_cancel(r: redis.Redis, request_id: str) -> None:
     r.hset(keys.request(request_id), "cancel", "1")
 
 
+def cancel(r: redis.Redis, request_id: str) -> Record | None:
+    """Cancel a request; returns its record afterwards (None: unknown or expired).
+
+    A waiting request is cancelled at once: it leaves the input queue and the waiting count, and
+    the worker that receives its message skips it. A running command is ended by its worker
+    (SIGTERM, then SIGKILL after the grace), which sees the flag; a running query is abandoned and
+    marked cancelled now (its late answer is discarded by the finish guard).
+    """
+    rec = get(r, request_id)
+    if rec is None or rec.done:
+        return rec
+    request_cancel(r, request_id)
+    if rec.state == RequestState.QUEUED:
+        if rec.index is not None:
+            streams.input_queue(r, rec.service).delete([rec.index])
+        depth.remove_waiting(tenants.queue_name(rec.service, rec.tenant), request_id)  # leaves the waiting count now
+    abandon = rec.state == RequestState.QUEUED or rec.task_type == "query"
+    if abandon and finish(r, request_id, RequestState.CANCELLED, error="cancelled by user"):
+        sink.emit(r, rec.service, request_id, "error", b"cancelled by user", {"state": RequestState.CANCELLED})
+    return get(r, request_id)
+
+
 def message(r: redis.Redis, request_id: str) -> dict[str, Any] | None:
     raw = r.hget(keys.request(request_id), "message")
     return json.loads(raw) if raw else None
 
 
-_REQUEUE = """
-if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-local s = redis.call('HGET', KEYS[1], 'state')
-redis.call('HDEL', KEYS[3], ARGV[1])
-if s ~= 'running' then return 0 end
-redis.call('HSET', KEYS[1], 'state', 'queued', 'worker', '', 'progress', '0')
-return 1
-"""
-
-
 def requeue_if_orphaned(r: redis.Redis, request_id: str) -> bool:
     """Back to queued when its lease expired (worker dead); True when the caller must re-enqueue."""
-    return bool(r.eval(_REQUEUE, 3, keys.request(request_id), keys.request_lease(request_id), keys.running(), request_id))
-
-
-# A worker confirmed dead (its process and every command it started exited): drop its lease now,
-# compare-and-delete, so a lease another delivery took meanwhile is never touched.
-_REQUEUE_DEAD = """
-if redis.call('GET', KEYS[2]) == ARGV[2] then redis.call('DEL', KEYS[2]) end
-if redis.call('HGET', KEYS[3], ARGV[1]) == ARGV[2] then redis.call('HDEL', KEYS[3], ARGV[1]) end
-if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-if redis.call('HGET', KEYS[1], 'state') ~= 'running' or redis.call('HGET', KEYS[1], 'worker') ~= ARGV[2] then return 0 end
-redis.call('HSET', KEYS[1], 'state', 'queued', 'worker', '', 'progress', '0')
-return 1
-"""
+    return bool(_REQUEUE(keys=_lease_keys(request_id), args=[request_id], client=r))
 
 
 def requeue_of_dead(r: redis.Redis, request_id: str, worker: str) -> bool:
     """Back to queued at once when ``worker`` (known dead) still holds it; True when the caller must re-enqueue."""
-    return bool(r.eval(_REQUEUE_DEAD, 3, keys.request(request_id), keys.request_lease(request_id), keys.running(), request_id, worker))
+    return bool(_REQUEUE_DEAD(keys=_lease_keys(request_id), args=[request_id, worker], client=r))
+
+
+def _lease_keys(request_id: str) -> list[str]:
+    """KEYS of the requeue scripts: record, lease, running hash."""
+    return [keys.request(request_id), keys.request_lease(request_id), keys.running()]
 
 
 def running_requests(r: redis.Redis) -> dict[str, str]:

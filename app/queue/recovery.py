@@ -19,18 +19,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
 
 import redis
 
 from app.core import keys
 from app.core.settings import get_settings
-from app.queue import records
+from app.queue import messages, records
 from app.queue import workers as registry
+from app.queue.records import RequestState
 
 log = logging.getLogger(__name__)
 
-Send = Callable[[str, dict[str, Any], str], None]
+Send = Callable[[messages.TaskMessage], None]  # re-enqueues one message (celery_sender: app/queue/messages.py)
 
 
 def try_lead(r: redis.Redis, me: str) -> bool:
@@ -52,14 +52,13 @@ def recover_once(r: redis.Redis, send: Send) -> list[str]:
             continue
         if not records.requeue_if_orphaned(r, request_id):
             continue
-        msg = records.message(r, request_id)
+        msg = _stored(r, request_id)
         if msg is None:
             log.error("request %s lost its worker but has no stored message; marking failed", request_id)
-            records.finish(r, request_id, "failed", error="worker died and the task message was not recorded")
             continue
-        send(msg["task"], msg["kwargs"], msg["queue"])
+        send(msg)
         recovered.append(request_id)
-        log.warning("request %s: its worker died; re-enqueued on %s", request_id, msg["queue"])
+        log.warning("request %s: its worker died; re-enqueued on %s", request_id, msg.queue)
     return recovered
 
 
@@ -73,21 +72,25 @@ def requeue_dead(r: redis.Redis, worker: str, service: str, send: Send) -> list[
     for request_id, holder in records.running_requests(r).items():
         if holder != worker or not records.requeue_of_dead(r, request_id, worker):
             continue
-        msg = records.message(r, request_id)
+        msg = _stored(r, request_id)
         if msg is None:
-            records.finish(r, request_id, "failed", error="worker died and the task message was not recorded")
             continue
-        send(msg["task"], msg["kwargs"], msg["queue"])
+        send(msg)
         recovered.append(request_id)
-        log.warning("request %s: its worker %s exited; re-enqueued on %s at once", request_id, worker, msg["queue"])
+        log.warning("request %s: its worker %s exited; re-enqueued on %s at once", request_id, worker, msg.queue)
     registry.unregister(r, worker, service)
     return recovered
 
 
+def _stored(r: redis.Redis, request_id: str) -> messages.TaskMessage | None:
+    """The message a put or a first delivery stored in the record; without one the request fails."""
+    stored = records.message(r, request_id)
+    if stored is None:
+        records.finish(r, request_id, RequestState.FAILED, error="worker died and the task message was not recorded")
+        return None
+    return messages.TaskMessage.from_stored(stored)
+
+
 def celery_sender() -> Send:
-    from app.core.celery_app import celery_app
-
-    def send(task: str, kwargs: dict[str, Any], queue: str) -> None:
-        celery_app.send_task(task, kwargs=kwargs, queue=queue)
-
-    return send
+    """Re-send through the Celery app: the same message a put sent (a new Celery task id)."""
+    return messages.send

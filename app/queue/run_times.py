@@ -1,7 +1,8 @@
 """Recent run times per service (owner of ``keys.run_times``): written by a task's finish, read by the autoscaler.
 
-One Redis list per service, newest first, capped at :data:`KEPT` seconds-values. :data:`RECORD_FN`
-is the Lua that writes it, composed into the finish script of ``workers/lifecycle.py`` (so
+One Redis list per service, newest first, capped at :data:`KEPT` seconds-values.
+``lua/lib/record_run.lua`` is the Lua that writes it, included in the task's end script
+(``lua/task_end.lua``, run by ``workers/lifecycle.py``, which passes :data:`KEPT`; so
 recording costs no round trip: the record's ``started_at`` and the finish time are both at hand
 there), and :func:`recent` reads it. Only a delivery that held the lease records, and only a
 succeeded or failed run (a cancelled one says nothing about how long tasks take).
@@ -14,17 +15,6 @@ import redis
 from app.core import keys
 
 KEPT = 50  # recent finished tasks the wait-target estimate is made of
-
-# record_run(list key, started_at, finished_at): push one run time, keep the newest KEPT.
-RECORD_FN = """
-local function record_run(k, started, finished)
-  local s, f = tonumber(started), tonumber(finished)
-  if s and f and f >= s then
-    redis.call('LPUSH', k, string.format('%.3f', f - s))
-    redis.call('LTRIM', k, 0, """ + str(KEPT - 1) + """)
-  end
-end
-"""
 
 
 def recent(r: redis.Redis, service: str) -> list[float]:

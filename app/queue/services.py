@@ -16,6 +16,8 @@ import redis
 
 from app.core import keys, replies
 from app.core.specs import ServiceSpec, parse_spec
+from app.queue import tenants
+from app.queue.workers import list_workers
 
 
 class UnknownService(LookupError):
@@ -84,7 +86,10 @@ def version(r: redis.Redis, name: str) -> int:
 
 
 def all_specs(r: redis.Redis) -> dict[str, ServiceSpec]:
-    return {k.decode(): _without_token(parse_spec(json.loads(v))) for k, v in replies.fields(r.hgetall(keys.services())).items()}
+    return {
+        k.decode(): _without_token(parse_spec(json.loads(v)))
+        for k, v in replies.fields(r.hgetall(keys.services())).items()
+    }
 
 
 def delete(r: redis.Redis, name: str) -> bool:
@@ -137,9 +142,6 @@ def begin_drain(r: redis.Redis, name: str) -> None:
 
 def pending(r: redis.Redis, name: str) -> tuple[int, int]:
     """``(waiting, running)`` tasks of a service: what a drain waits for."""
-    from app.queue import tenants
-    from app.queue.workers import list_workers
-
     running = sum(len(w.running) for w in list_workers(r, name))
     return tenants.waiting(r, name), running
 

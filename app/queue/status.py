@@ -55,19 +55,42 @@ def status_data(r: redis.Redis, now: float | None = None) -> dict[str, Any]:
             failing = f"{h['last_failure']['reason']} ({h['failures']} failed starts, next in {h['backoff_left']:.0f}s)"
         fe = frontends.view(r, specs[name])
         if fe and fe["state"] == "backoff" and fe.get("last_failure"):
-            failing = "; ".join(x for x in (failing, f"front end restarting in {fe['restart_in']:.0f}s: {fe['last_failure']['reason']}") if x)
-        out["services"].append({
-            "service": name, "type": specs[name].metadata.type, "waiting": tenants.waiting(r, name), "running": sum(len(w.running) for w in workers),
-            "workers": states, "desired": desired, "last_decision": when, "reason": reason, "health": h["health"], "failing": failing,
-            "failures": h["failures"], "backoff_left": h["backoff_left"], "last_failure": h["last_failure"], "front_end": fe,
-        })
+            failing = "; ".join(
+                x
+                for x in (failing, f"front end restarting in {fe['restart_in']:.0f}s: {fe['last_failure']['reason']}")
+                if x
+            )
+        out["services"].append(
+            {
+                "service": name,
+                "type": specs[name].metadata.type,
+                "waiting": tenants.waiting(r, name),
+                "running": sum(len(w.running) for w in workers),
+                "workers": states,
+                "desired": desired,
+                "last_decision": when,
+                "reason": reason,
+                "health": h["health"],
+                "failing": failing,
+                "failures": h["failures"],
+                "backoff_left": h["backoff_left"],
+                "last_failure": h["last_failure"],
+                "front_end": fe,
+            }
+        )
         current = services.spec_hash(specs[name])
         for w in workers:
-            out["workers"].append({
-                "worker": w.name, "service": name, "state": w.state, "task": w.running[0] if w.running else "-",
-                "up": _ago(now - w.started_at).replace(" ago", ""), "gpu": gpu_label(w.gpus),
-                "spec": "current" if w.spec_hash in ("", current) else "outdated (rolls after its task)",
-            })
+            out["workers"].append(
+                {
+                    "worker": w.name,
+                    "service": name,
+                    "state": w.state,
+                    "task": w.running[0] if w.running else "-",
+                    "up": _ago(now - w.started_at).replace(" ago", ""),
+                    "gpu": gpu_label(w.gpus),
+                    "spec": "current" if w.spec_hash in ("", current) else "outdated (rolls after its task)",
+                }
+            )
     return out
 
 
@@ -93,10 +116,17 @@ def service_stats(r: redis.Redis, name: str) -> dict[str, Any]:
 
 
 def service_health(r: redis.Redis, name: str) -> dict[str, Any]:
-    """``health`` (ok | crash_loop_backoff), ``failures``, ``backoff_left``, ``last_failure`` (app/queue/health.py) and ``front_end`` (app/queue/frontends.py)."""
+    """``health`` (ok | crash_loop_backoff), ``failures``, ``backoff_left``, ``last_failure``
+    (app/queue/health.py) and ``front_end`` (app/queue/frontends.py)."""
     h = health.view(r, name)
     try:
         fe = frontends.view(r, services.get(r, name))
     except services.UnknownService:
         fe = None
-    return {"health": h["health"], "failures": h["failures"], "backoff_left": h["backoff_left"], "last_failure": h["last_failure"], "front_end": fe}
+    return {
+        "health": h["health"],
+        "failures": h["failures"],
+        "backoff_left": h["backoff_left"],
+        "last_failure": h["last_failure"],
+        "front_end": fe,
+    }

@@ -20,13 +20,10 @@ import redis
 
 from app.core import keys, replies
 from app.core.settings import get_settings
+from app.queue import scripts
 from app.queue.output import Message, parse_entry
 
-_APPEND = """
-local i = redis.call('INCR', KEYS[2])
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '0-' .. i, 'data', ARGV[2], 'tags', ARGV[3])
-return i
-"""
+_APPEND = scripts.load("append")  # INCR then XADD 0-<i>: lua/lib/append.lua, shared with puts and events
 SCAN_CHUNK = 500
 MAX_GET_TIMEOUT = 60.0
 RELEASED_IDLE_MS = 10**12  # "idle since forever": any watcher's next reclaim takes a released entry
@@ -67,13 +64,14 @@ class StreamQueue:
     stream: str
     seq: str
     name: str
-    waiter: redis.Redis | None = None  # client for blocking reads (its own pool: waiting clients never take the connections puts need)
+    # client for blocking reads (its own pool: waiting clients never take the connections puts need)
+    waiter: redis.Redis | None = None
 
     # --- writing -----------------------------------------------------------------------------
     def append(self, data: bytes, tags: dict[str, str], maxlen: int | None = None) -> int:
         """Add one message (index and stream ID assigned together, in order); returns its index."""
         cap = maxlen or get_settings().sink_maxlen
-        return int(self.r.eval(_APPEND, 2, self.stream, self.seq, cap, data, json.dumps(tags)))
+        return int(_APPEND(keys=[self.stream, self.seq], args=[cap, data, json.dumps(tags)], client=self.r))
 
     def delete(self, indexes: list[int]) -> int:
         return int(self.r.xdel(self.stream, *[_sid(i) for i in indexes])) if indexes else 0
@@ -97,7 +95,9 @@ class StreamQueue:
         return int(self.r.xtrim(self.stream, minid=_sid(max(index, 0)), approximate=False))
 
     # --- reading -----------------------------------------------------------------------------
-    def scan(self, start: int, length: int, request_id: str | None = None, tags: dict[str, str] | None = None) -> tuple[list[Message], str]:
+    def scan(
+        self, start: int, length: int, request_id: str | None = None, tags: dict[str, str] | None = None
+    ) -> tuple[list[Message], str]:
         """Up to ``length`` matching messages with index >= ``start``; also the last stream ID seen."""
         found: list[Message] = []
         cursor, last = _sid(max(start, 0)), _sid(max(start - 1, 0))
@@ -128,7 +128,9 @@ class StreamQueue:
         found, last = self.scan(start, length, request_id, tags)
         deadline = time.monotonic() + timeout
         while not found and (left := deadline - time.monotonic()) > 0:
-            reply = (self.waiter or self.r).xread({self.stream: last}, count=SCAN_CHUNK, block=max(1, int(min(left, 1.0) * 1000)))
+            reply = (self.waiter or self.r).xread(
+                {self.stream: last}, count=SCAN_CHUNK, block=max(1, int(min(left, 1.0) * 1000))
+            )
             for _, entries in replies.streams(reply) or []:
                 for eid, fields in entries:
                     last = eid.decode()
@@ -152,10 +154,13 @@ class StreamQueue:
         """Messages sent to ``consumer`` and not yet committed (counted up to ``limit``)."""
         return len(self.r.xpending_range(self.stream, group, min="-", max="+", count=limit, consumername=consumer))
 
-    def read_group(self, group: str, consumer: str, count: int | None, block_ms: int | None, pending: bool = False) -> list[Message]:
+    def read_group(
+        self, group: str, consumer: str, count: int | None, block_ms: int | None, pending: bool = False
+    ) -> list[Message]:
         """Next messages for ``consumer``: its own uncommitted ones when ``pending``, else new ones."""
-        reply = (self.waiter or self.r).xreadgroup(group, consumer, {self.stream: "0" if pending else ">"}, count=count,
-                                                   block=None if pending else block_ms)
+        reply = (self.waiter or self.r).xreadgroup(
+            group, consumer, {self.stream: "0" if pending else ">"}, count=count, block=None if pending else block_ms
+        )
         out = []
         for _, entries in replies.streams(reply) or []:
             for eid, fields in entries:
@@ -165,7 +170,9 @@ class StreamQueue:
                     self.r.xack(self.stream, group, eid)
         return out
 
-    def claim_abandoned(self, group: str, consumer: str, count: int, min_idle_ms: int, cursor: str) -> tuple[list[Message], str]:
+    def claim_abandoned(
+        self, group: str, consumer: str, count: int, min_idle_ms: int, cursor: str
+    ) -> tuple[list[Message], str]:
         """Take over up to ``count`` entries pending on other consumers for ``min_idle_ms`` or more.
 
         Why: a watcher that went away (socket closed, API process killed) leaves what it was sent and
@@ -184,7 +191,9 @@ class StreamQueue:
                 self.r.xack(self.stream, group, eid)
         return out, nxt.decode() if isinstance(nxt, bytes) else str(nxt)
 
-    def next_for(self, group: str, consumer: str, count: int, block_ms: int, min_idle_ms: int, cursor: str) -> tuple[list[Message], str]:
+    def next_for(
+        self, group: str, consumer: str, count: int, block_ms: int, min_idle_ms: int, cursor: str
+    ) -> tuple[list[Message], str]:
         """Abandoned entries of the group first (:meth:`claim_abandoned`), else new ones (blocking)."""
         claimed, cursor = self.claim_abandoned(group, consumer, count, min_idle_ms, cursor)
         return (claimed or self.read_group(group, consumer, count, block_ms)), cursor
@@ -196,11 +205,16 @@ class StreamQueue:
         past any reclaim bound, so the next :meth:`claim_abandoned` of any watcher takes them.
         """
         if indexes:
-            self.r.xclaim(self.stream, group, consumer, 0, [_sid(i) for i in indexes], idle=RELEASED_IDLE_MS, justid=True)
+            self.r.xclaim(
+                self.stream, group, consumer, 0, [_sid(i) for i in indexes], idle=RELEASED_IDLE_MS, justid=True
+            )
 
     def touch(self, group: str, consumer: str, limit: int) -> None:
         """Reset the idle time of ``consumer``'s pending entries: it is alive, do not reclaim them."""
-        ids: list[Any] = [p["message_id"] for p in self.r.xpending_range(self.stream, group, min="-", max="+", count=limit, consumername=consumer)]
+        ids: list[Any] = [
+            p["message_id"]
+            for p in self.r.xpending_range(self.stream, group, min="-", max="+", count=limit, consumername=consumer)
+        ]
         if ids:
             self.r.xclaim(self.stream, group, consumer, 0, ids, justid=True)
 
@@ -215,7 +229,13 @@ class StreamQueue:
             info = self.r.xinfo_stream(self.stream)
         except redis.ResponseError:  # no stream yet
             last = int(self.r.get(self.seq) or 0)
-            return {"meta.name": self.name, "stream.length": "0", "stream.lastEntry": str(last), "stream.firstEntry": "0", "consumers.stats.total": "0"}
+            return {
+                "meta.name": self.name,
+                "stream.length": "0",
+                "stream.lastEntry": str(last),
+                "stream.firstEntry": "0",
+                "consumers.stats.total": "0",
+            }
         last_id = info.get("last-generated-id", b"0-0")
         last_id = last_id.decode() if isinstance(last_id, bytes) else str(last_id)
         first = info.get("first-entry")
@@ -233,7 +253,9 @@ class StreamQueue:
             gname = g["name"].decode() if isinstance(g["name"], bytes) else g["name"]
             for c in self.r.xinfo_consumers(self.stream, gname):
                 cname = c["name"].decode() if isinstance(c["name"], bytes) else c["name"]
-                attrs[f"consumers.list.[{n}]"] = f"Id: {cname}, Group: {gname}, Pending: {c.get('pending', 0)}, Idle: {c.get('idle', 0)}"
+                attrs[f"consumers.list.[{n}]"] = (
+                    f"Id: {cname}, Group: {gname}, Pending: {c.get('pending', 0)}, Idle: {c.get('idle', 0)}"
+                )
                 n += 1
         attrs["consumers.stats.total"] = str(n)
         return attrs
@@ -247,7 +269,12 @@ class StreamQueue:
             pend = self.r.xpending_range(self.stream, gname, min=_sid(index), max=_sid(index), count=1)
             if pend:
                 c = pend[0]["consumer"]
-                return {"index": index, "IsPending": True, "ConsumerName": c.decode() if isinstance(c, bytes) else c, "Group": gname}
+                return {
+                    "index": index,
+                    "IsPending": True,
+                    "ConsumerName": c.decode() if isinstance(c, bytes) else c,
+                    "Group": gname,
+                }
         before = len(replies.entries(self.r.xrange(self.stream, min="-", max=f"({_sid(index)}", count=100_000)))
         return {"index": index, "IsPending": False, "WaitingPosition": before}
 

@@ -26,8 +26,12 @@ import threading
 import redis
 
 from app.core import keys, replies
+from app.core.celery_app import celery_app
+from app.core.connections import endpoints
 from app.core.settings import get_settings
 from app.core.specs import ServiceSpec
+from app.queue.depth import waiting_on
+from app.queue.workers import list_workers
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +50,9 @@ class TenantError(ValueError):
 
 def check_name(tenant: str) -> str:
     if not TENANT_RE.match(tenant):
-        raise TenantError(400, f"tenant {tenant!r}: expected 1-64 characters of A-Z a-z 0-9 _ . - starting with a letter or digit")
+        raise TenantError(
+            400, f"tenant {tenant!r}: expected 1-64 characters of A-Z a-z 0-9 _ . - starting with a letter or digit"
+        )
     return tenant
 
 
@@ -71,9 +77,6 @@ def service_queues(r: redis.Redis, service: str) -> list[str]:
 
 def waiting_by_queue(r: redis.Redis, service: str) -> dict[str, int]:
     """Messages waiting on the broker per queue of ``service`` (not yet taken by a worker)."""
-    from app.core.connections import endpoints
-    from app.queue.depth import waiting_on
-
     url = endpoints().broker_url
     return {q: waiting_on(url, q) for q in service_queues(r, service)}
 
@@ -85,9 +88,6 @@ def waiting(r: redis.Redis, service: str) -> int:
 
 def announce(r: redis.Redis, service: str, queue: str) -> None:
     """Tell the live workers of ``service`` to consume ``queue`` too (a Celery control broadcast)."""
-    from app.core.celery_app import celery_app
-    from app.queue.workers import list_workers
-
     names = [w.name for w in list_workers(r, service) if w.state not in ("draining", "standby")]
     if names:
         celery_app.control.add_consumer(queue, destination=names, reply=False)
@@ -114,12 +114,9 @@ def queue_for(r: redis.Redis, spec: ServiceSpec, tenant: str) -> str:
     """
     queue = register(r, spec.name, tenant)
     limit = spec.metadata.tenant_max_waiting
-    if limit is not None:
-        from app.core.connections import endpoints
-        from app.queue.depth import waiting_on
-
-        if waiting_on(endpoints().broker_url, queue) >= limit:
-            raise TenantError(429, f"tenant {tenant} has {limit} tasks waiting on service {spec.name} (metadata.tenant_max_waiting)")
+    if limit is not None and waiting_on(endpoints().broker_url, queue) >= limit:
+        detail = f"tenant {tenant} has {limit} tasks waiting on service {spec.name} (metadata.tenant_max_waiting)"
+        raise TenantError(429, detail)
     return queue
 
 
@@ -142,7 +139,9 @@ class TenantWatcher(threading.Thread):
 
     ACTIVE = (b"idle", b"busy")
 
-    def __init__(self, r: redis.Redis, service: str, worker: str, consumed: set[str], stopping: threading.Event) -> None:
+    def __init__(
+        self, r: redis.Redis, service: str, worker: str, consumed: set[str], stopping: threading.Event
+    ) -> None:
         super().__init__(name="scalejob-tenants", daemon=True)
         self.r, self.service, self.worker, self.stopping = r, service, worker, stopping
         self.consumed = {q for q in consumed if TENANT_QUEUE_MARK in q}
@@ -150,8 +149,6 @@ class TenantWatcher(threading.Thread):
 
     def check_once(self) -> tuple[list[str], list[str]]:
         """``(added, cancelled)`` tenant queues of this pass."""
-        from app.core.celery_app import celery_app
-
         state = self.r.hget(keys.worker(self.worker), "state")
         if state is None:  # not registered yet (or expired): change nothing
             return [], []

@@ -12,14 +12,17 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
 
 from app.core import keys, replies
 from app.core.settings import get_settings
+from app.queue import scripts
 
 log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class WorkerInfo:
@@ -41,7 +44,9 @@ class WorkerInfo:
         return bool(self.running)
 
 
-def register(r: redis.Redis, name: str, service: str, state: str = "starting", gpus: str = "", spec_hash: str = "") -> None:
+def register(
+    r: redis.Redis, name: str, service: str, state: str = "starting", gpus: str = "", spec_hash: str = ""
+) -> None:
     s = get_settings()
     now = time.time()
     with r.pipeline() as p:
@@ -68,12 +73,12 @@ def set_state(r: redis.Redis, name: str, state: str) -> None:
     r.hset(keys.worker(name), "state", state)
 
 
-_SET_STATE_IF_PRESENT = "if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HSET', KEYS[1], 'state', ARGV[1]) end return -1"
+_SET_STATE_IF_PRESENT = scripts.load("set_state_if_present")
 
 
 def set_state_if_present(r: redis.Redis, name: str, state: str) -> bool:
     """Set a live worker's state (the autoscaler: draining, idle); never resurrects an expired entry."""
-    return int(r.eval(_SET_STATE_IF_PRESENT, 1, keys.worker(name), state)) >= 0
+    return int(_SET_STATE_IF_PRESENT(keys=[keys.worker(name)], args=[state], client=r)) >= 0
 
 
 def heartbeat(r: redis.Redis, name: str) -> str | None:
@@ -107,6 +112,7 @@ def unregister(r: redis.Redis, name: str, service: str) -> None:
 
 
 def _decode(name: str, h: dict[bytes, bytes], running: set[bytes]) -> WorkerInfo:
+    """A registry entry from its hash and task set; ``busy``/``idle`` follow the task set."""
     g = lambda k: h.get(k.encode(), b"").decode()  # noqa: E731
     state = g("state") or "starting"
     if running and state == "idle":
@@ -152,3 +158,35 @@ def list_workers(r: redis.Redis, service: str) -> list[WorkerInfo]:
 def get_worker(r: redis.Redis, name: str) -> WorkerInfo | None:
     h = replies.fields(r.hgetall(keys.worker(name)))
     return _decode(name, h, replies.members(r.smembers(keys.worker_tasks(name)))) if h else None
+
+
+_SNAPSHOT = scripts.load("snapshot")
+
+
+def _around(key: Callable[[str], str]) -> list[str]:
+    """What comes before and after the name in the keys ``key`` makes (the snapshot script builds them)."""
+    before, after = key("\0").split("\0")
+    return [before, after]
+
+
+def snapshot(r: redis.Redis, service: str) -> tuple[list[WorkerInfo], dict[str, float]]:
+    """Live workers of ``service`` sorted by name and, per busy worker, when its first task started.
+
+    One round trip (``lua/snapshot.lua``): what the autoscaler reads every tick. Expired entries are
+    pruned from the service set as :func:`list_workers` does.
+    """
+    args = [*_around(keys.worker), *_around(keys.worker_tasks), *_around(keys.request)]
+    rows = _SNAPSHOT(keys=[keys.service_workers(service)], args=args, client=r)
+    infos, started, dead = [], {}, False
+    for raw_name, flat, running, start in rows:
+        name = replies.text(raw_name)
+        if not flat:
+            dead = True
+            continue
+        h = dict(zip(flat[::2], flat[1::2], strict=False)) if isinstance(flat, list) else flat
+        infos.append(_decode(name, h, set(running)))
+        if start:
+            started[name] = float(start)
+    if dead:
+        list_workers(r, service)  # prunes the expired names
+    return sorted(infos, key=lambda w: w.name), started

@@ -293,7 +293,7 @@ class LocalBackend(WorkerBackend):
         self._exits.watch(p.name, p.service, p.pid, created)
 
     def _update(self, p: LocalProc) -> None:
-        self.r.eval(lua("hset_if_present"), 1, keys.local_workers(), p.name, p.record())
+        lua("hset_if_present")(keys=[keys.local_workers()], args=[p.name, p.record()], client=self.r)
 
     def _forget(self, name: str) -> None:
         self.procs.pop(name, None)

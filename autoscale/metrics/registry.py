@@ -3,7 +3,7 @@
 Two sources, one shape:
 
 - :class:`RegistryObserver`: scalejob workers keep a registry entry (``app/queue/workers.py``)
-  with their state and running request ids; one pipelined read per tick, O(workers).
+  with their state and running request ids; one round trip per tick (``workers.snapshot``).
 - :class:`InspectObserver`: plain Celery workers have no registry; Celery's own
   ``inspect active`` (addressed to the workers the backend started) says who runs what.
 
@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 
 import redis
 
-from app.core import keys
 from app.queue import workers as registry
 from autoscale.backends.base import WorkerHandle
 from autoscale.policy import WorkerView
@@ -62,7 +61,9 @@ def _unregistered(h: WorkerHandle, pending: set[str]) -> WorkerView:
     return WorkerView(h.name, "starting")
 
 
-def merge(known: Iterable[WorkerView], handles: Iterable[WorkerHandle], pending_activation: set[str]) -> tuple[WorkerView, ...]:
+def merge(
+    known: Iterable[WorkerView], handles: Iterable[WorkerHandle], pending_activation: set[str]
+) -> tuple[WorkerView, ...]:
     """Registry/inspect views plus the backend's not-yet-visible processes, sorted by name.
 
     A worker being stopped by the backend is ``draining`` whatever it reports; a worker whose
@@ -80,21 +81,6 @@ def merge(known: Iterable[WorkerView], handles: Iterable[WorkerHandle], pending_
     return tuple(views[n] for n in sorted(views))
 
 
-# One round trip for the whole service: every worker's entry, its running request ids and when the
-# first of them started. Read-only (app/queue/workers.py owns these keys); ~10x cheaper for the
-# client than a 2-commands-per-worker pipeline, which is what keeps a tick under a few ms.
-_SNAPSHOT = """
-local out = {}
-for _, n in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local running = redis.call('SMEMBERS', ARGV[1] .. n .. ARGV[2])
-  local started = ''
-  if #running > 0 then started = redis.call('HGET', ARGV[3] .. running[1], 'started_at') or '' end
-  out[#out + 1] = {n, redis.call('HGETALL', ARGV[1] .. n), running, started}
-end
-return out
-"""
-
-
 @dataclass
 class RegistryObserver:
     """Worker states of scalejob services from the worker registry."""
@@ -102,25 +88,12 @@ class RegistryObserver:
     r: redis.Redis
 
     def snapshot(self, service: str) -> tuple[list[registry.WorkerInfo], dict[str, float]]:
-        """Live registry entries of ``service`` and, per busy worker, when its task started."""
-        worker_key = keys.worker("")
-        tasks_suffix = keys.worker_tasks("x")[len(keys.worker("x")):]
-        rows = self.r.eval(_SNAPSHOT, 1, keys.service_workers(service), worker_key, tasks_suffix, keys.request(""))
-        infos, started, dead = [], {}, False
-        for raw_name, flat, running, start in rows:
-            name = raw_name.decode()
-            if not flat:
-                dead = True
-                continue
-            h = dict(zip(flat[::2], flat[1::2], strict=False)) if isinstance(flat, list) else flat
-            infos.append(registry._decode(name, h, set(running)))
-            if start:
-                started[name] = float(start)
-        if dead:
-            registry.list_workers(self.r, service)  # the registry prunes expired names itself
-        return sorted(infos, key=lambda w: w.name), started
+        """Live registry entries of ``service`` and, per busy worker, when its task started (one round trip)."""
+        return registry.snapshot(self.r, service)
 
-    def observe(self, service: str, handles: list[WorkerHandle], pending_activation: set[str] = frozenset()) -> Workers:  # type: ignore[assignment]
+    def observe(
+        self, service: str, handles: list[WorkerHandle], pending_activation: set[str] = frozenset()  # type: ignore[assignment]
+    ) -> Workers:
         infos, started = self.snapshot(service)
         first_task = {w.name: w.running[0] for w in infos if w.running}
         views = [WorkerView(w.name, w.state, started.get(w.name)) for w in infos]
@@ -128,9 +101,20 @@ class RegistryObserver:
         busy = frozenset(first_task)
         started_with = {h.name: h.meta.get("gpus", "") for h in handles}
         gpu_holders = tuple(GpuHolder(w.name, w.pid, w.gpus or started_with.get(w.name, ""), w.host) for w in infos)
-        gpu_holders += tuple(GpuHolder(h.name, h.pid or 0, started_with[h.name]) for h in handles if h.name not in {w.name for w in infos})
+        gpu_holders += tuple(
+            GpuHolder(h.name, h.pid or 0, started_with[h.name])
+            for h in handles
+            if h.name not in {w.name for w in infos}
+        )
         hashes = {w.name: w.spec_hash for w in infos}
-        return Workers(running, merge(views, handles, set(pending_activation)), busy, frozenset(w.name for w in infos), gpu_holders, hashes=hashes)
+        return Workers(
+            running,
+            merge(views, handles, set(pending_activation)),
+            busy,
+            frozenset(w.name for w in infos),
+            gpu_holders,
+            hashes=hashes,
+        )
 
     def mark(self, name: str, state: str) -> None:
         registry.set_state_if_present(self.r, name, state)
@@ -152,7 +136,9 @@ class InspectObserver:
     timeout: float = 0.3
     last: dict[str, int] = field(default_factory=dict)  # name -> running tasks at the last tick
 
-    def observe(self, service: str, handles: list[WorkerHandle], pending_activation: set[str] = frozenset()) -> Workers:  # type: ignore[assignment]
+    def observe(
+        self, service: str, handles: list[WorkerHandle], pending_activation: set[str] = frozenset()  # type: ignore[assignment]
+    ) -> Workers:
         names = [h.name for h in handles if not h.meta.get("stopping")]
         replies = self._active(names)
         self.last = {n: len(tasks) for n, tasks in replies.items()}
@@ -160,12 +146,15 @@ class InspectObserver:
         running = sum(len(tasks) for tasks in replies.values())
         busy = frozenset(n for n, tasks in replies.items() if tasks)
         complete = set(names) <= set(replies)
-        return Workers(running, merge(views, handles, set(pending_activation)), busy, frozenset(replies), complete=complete)
+        return Workers(
+            running, merge(views, handles, set(pending_activation)), busy, frozenset(replies), complete=complete
+        )
 
     def _active(self, names: list[str]) -> dict[str, list]:
         if not names:
             return {}
-        inspect = self.app.control.inspect(destination=names, timeout=self.timeout, limit=len(names))  # type: ignore[attr-defined]
+        control = self.app.control  # type: ignore[attr-defined]
+        inspect = control.inspect(destination=names, timeout=self.timeout, limit=len(names))
         return {n: list(t or []) for n, t in (inspect.active() or {}).items() if n in names}
 
     def mark(self, name: str, state: str) -> None:
