@@ -328,8 +328,7 @@ def test_workers_show_their_gpu_device_util_and_memory_or_no_gpu(stack: Stack, i
 
     nvml = FakeNvml(2)
     nvml.devices[1].util, nvml.devices[1].mem_used = 73.0, 20 * GiB
-    monkeypatch.setattr(ui_data, "_gpu_monitor", GpuMonitor(nvml))
-    monkeypatch.setattr(ui_data, "_gpu_checked", True)
+    monkeypatch.setattr(ui_data, "gpus", ui_data.DashboardGpus(lambda: GpuMonitor(nvml)))
     spec = _service(stack)
     gpu, cpu = f"{spec.name}-gpu", f"{spec.name}-cpu"
     registry.register(stack.r, gpu, spec.name, "idle", gpus="1")

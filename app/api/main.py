@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app.api import auth
 from app.api import requests as api_requests
 from app.core.connections import state_redis
-from app.core.specs import SpecError, parse_spec
+from app.core.specs import ServiceSpec, SpecError, parse_spec
 from app.eas import calls
 from app.eas import routes as api_queue
 from app.queue import depth, records, services, status
@@ -46,19 +46,23 @@ async def _lifespan(_: FastAPI) -> AsyncIterator[None]:
     yield
 
 
-app = FastAPI(title="scalejob", version="0.1.0", description="Elastic Celery job service, EAS queue-service compatible.", lifespan=_lifespan)
+app = FastAPI(title="scalejob", version="0.1.0",
+              description="Elastic Celery job service, EAS queue-service compatible.", lifespan=_lifespan)
 app.include_router(api_queue.router)
 app.include_router(api_requests.router)
 app.include_router(ui.router)  # the dashboard: GET /ui and the JSON/SSE routes it reads (app/ui/routes.py)
 
 METRICS = CollectorRegistry()
-HTTP_REQUESTS = Counter("scalejob_http_requests_total", "HTTP requests by method and status", ["method", "status"], registry=METRICS)
+HTTP_REQUESTS = Counter("scalejob_http_requests_total", "HTTP requests by method and status", ["method", "status"],
+                        registry=METRICS)
 HTTP_SECONDS = Histogram("scalejob_http_request_seconds", "HTTP request latency", ["method"], registry=METRICS,
                          buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1, 5))
 WAITING = Gauge("scalejob_queue_waiting", "Tasks waiting on the broker", ["service"], registry=METRICS)
 WORKERS = Gauge("scalejob_workers", "Live workers by state", ["service", "state"], registry=METRICS)
-STALE = Gauge("scalejob_stale_writes_total", "Writes of stale deliveries (an old lease epoch) refused so far", registry=METRICS)
-FAILED_STARTS = Gauge("scalejob_service_failed_starts", "Consecutive failed worker starts (crash-loop backoff while > 0)", ["service"], registry=METRICS)
+STALE = Gauge("scalejob_stale_writes_total", "Writes of stale deliveries (an old lease epoch) refused so far",
+              registry=METRICS)
+FAILED_STARTS = Gauge("scalejob_service_failed_starts",
+                      "Consecutive failed worker starts (crash-loop backoff while > 0)", ["service"], registry=METRICS)
 
 
 class _Measure:
@@ -101,7 +105,8 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 @app.exception_handler(redis.RedisError)
 async def _redis_down(request: Request, exc: redis.RedisError) -> JSONResponse:
     log.error("state Redis unavailable: %s", type(exc).__name__)
-    return JSONResponse({"detail": "state store unavailable; retry later"}, status_code=503, headers={"Retry-After": "1"})
+    return JSONResponse({"detail": "state store unavailable; retry later"}, status_code=503,
+                        headers={"Retry-After": "1"})
 
 
 @app.exception_handler(Exception)
@@ -148,22 +153,28 @@ def _admin(request: Request) -> None:
 def list_services(request: Request) -> list[dict[str, Any]]:
     _admin(request)
     r = state_redis()
-    return [{"name": n, "spec": services.public(r, s), "stats": status.service_stats(r, n), **status.service_health(r, n)} for n, s in sorted(services.all_specs(r).items())]
+    return [_service_view(r, n, s) for n, s in sorted(services.all_specs(r).items())]
 
 
 @app.get("/api/services/{name}", summary="One service's spec and live stats (admin token)")
 def get_service(name: str, request: Request) -> dict[str, Any]:
     _admin(request)
     spec = calls.load_spec(name)
-    r = state_redis()
-    return {"name": name, "spec": services.public(r, spec), "stats": status.service_stats(r, name), **status.service_health(r, name)}
+    return _service_view(state_redis(), name, spec)
+
+
+def _service_view(r: redis.Redis, name: str, spec: ServiceSpec) -> dict[str, Any]:
+    """A service as the admin routes show it: its spec (token masked), live stats and health."""
+    return {"name": name, "spec": services.public(r, spec), "stats": status.service_stats(r, name),
+            **status.service_health(r, name)}
 
 
 MAX_SPEC_BYTES = 1024 * 1024  # a spec is a few KB; refuse more without reading it
 
 
 @app.put("/api/services/{name}", summary="Deploy or update a service from its JSON spec (admin token)",
-         openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}})
+         openapi_extra={"requestBody": {"required": True,
+                                        "content": {"application/json": {"schema": {"type": "object"}}}}})
 async def put_service(name: str, request: Request) -> dict[str, Any]:
     _admin(request)
     try:

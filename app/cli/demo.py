@@ -21,6 +21,13 @@ from typing import cast
 
 from rich.console import Console
 
+from app.cli.run import fail, follow
+from app.core.connections import endpoints, redacted, state_redis
+from app.core.embedded import find_embedded, stop_embedded
+from app.core.settings import get_settings
+from app.core.specs import parse_spec
+from app.queue import put as inqueue
+from app.queue import records, services
 from workers.query import result_body
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "examples"
@@ -40,18 +47,10 @@ def _examples() -> Path:
 
 
 def run_demo(console: Console) -> int:
+    """The whole path once (deploy, worker, a command and a query task); 0 when both succeeded."""
     examples = _examples()
     data_dir = Path(os.environ.get("SCALEJOB_DATA_DIR") or tempfile.mkdtemp(prefix="scalejob-demo-"))
     os.environ["SCALEJOB_DATA_DIR"] = str(data_dir)
-
-    from app.cli.run import fail, follow
-    from app.core.connections import endpoints, redacted, state_redis
-    from app.core.embedded import find_embedded, stop_embedded
-    from app.core.settings import get_settings
-    from app.core.specs import parse_spec
-    from app.queue import put as inqueue
-    from app.queue import records, services
-
     get_settings.cache_clear()
     ep = endpoints()
     console.print(f"[bold]broker[/bold] {redacted(ep.broker_url)}   [bold]data[/bold] {data_dir}")
@@ -64,20 +63,24 @@ def run_demo(console: Console) -> int:
         }
     )
     services.save(r, spec)
-    worker = subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "demo", "--loglevel", "WARNING"], env=os.environ.copy())
+    worker = subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "demo", "--loglevel", "WARNING"],
+                              env=os.environ.copy())
     code = 1
     try:
         console.print(f"[bold]worker[/bold] pid {worker.pid} started; submitting a command task")
         cmd = f"{sys.executable} {examples / 'train.py'} --steps 5 --step-seconds 0.2"
         _, rid = inqueue.put(r, spec, "command", cmd.encode())
         rec = follow(r, rid, 120, fail)
-        console.print(f"command task {rid}: [bold]{rec.state}[/bold] exit_code={rec.result and rec.result.get('exit_code')}")
+        exit_code = rec.result and rec.result.get("exit_code")
+        console.print(f"command task {rid}: [bold]{rec.state}[/bold] exit_code={exit_code}")
         _, qid = inqueue.put(r, spec, "query", b"hello scalejob")
         qrec = follow(r, qid, 120, fail)
         body = result_body(qrec.result).decode(errors="replace") if qrec.result else qrec.error
-        console.print(f"query task {qid}: [bold]{qrec.state}[/bold] HTTP {qrec.result and qrec.result.get('status')} {body}")
+        http = qrec.result and qrec.result.get("status")
+        console.print(f"query task {qid}: [bold]{qrec.state}[/bold] HTTP {http} {body}")
         code = 0 if rec.state == qrec.state == "succeeded" else 1
-        console.print(json.dumps({"command": cast(records.Record, records.get(r, rid)).to_dict()["state"], "query": qrec.state}))
+        command_state = cast(records.Record, records.get(r, rid)).to_dict()["state"]
+        console.print(json.dumps({"command": command_state, "query": qrec.state}))
     finally:
         worker.send_signal(signal.SIGTERM)
         try:

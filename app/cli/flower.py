@@ -33,7 +33,9 @@ def basic_auth(env: dict[str, str]) -> str | None:
     user, password = env.get("SCALEJOB_FLOWER_USER", ""), env.get("SCALEJOB_FLOWER_PASSWORD", "")
     if user and password:
         if ":" in user or "," in user or "," in password:
-            raise FlowerAuthMissing("SCALEJOB_FLOWER_USER may not contain ':' or ',' and the password may not contain ','")
+            raise FlowerAuthMissing(
+                "SCALEJOB_FLOWER_USER may not contain ':' or ',' and the password may not contain ','"
+            )
         return f"{user}:{password}"
     if user or password:
         raise FlowerAuthMissing("set both SCALEJOB_FLOWER_USER and SCALEJOB_FLOWER_PASSWORD")

@@ -7,7 +7,8 @@ service and a short payload instead of a raw kwargs dict with a (possibly base64
 
 import ast
 
-tasks_columns = "name,uuid,state,kwargs,result,received,runtime,worker"  # result: the scalejob outcome (succeeded/failed/cancelled)
+# result: the scalejob outcome (succeeded/failed/cancelled)
+tasks_columns = "name,uuid,state,kwargs,result,received,runtime,worker"
 natural_time = False
 purge_offline_workers = 300
 
@@ -45,7 +46,7 @@ def _metrics_behind_login():
     routes, so the handler is wrapped here: the same basic-auth check the pages use, then Flower's own.
     """
     try:
-        from flower.views import monitor
+        from flower.views import monitor  # noqa: PLC0415 - this file's module-level names are read as Flower options
     except ImportError:  # pragma: no cover - only ever read by Flower
         return
     original = monitor.Metrics.get

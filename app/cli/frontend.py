@@ -22,6 +22,7 @@ from pathlib import Path
 
 from app.core.backoff import BackoffConfig
 from app.core.specs import ServiceSpec
+from app.queue.health import log_tail
 from workers.process.supervisor import SupervisedProcess
 
 SCHEDULE = BackoffConfig()
@@ -44,21 +45,23 @@ class FrontendProcess(SupervisedProcess):
     def __init__(self, spec: ServiceSpec, endpoint: str, token: str, cwd: Path, log_path: Path) -> None:
         if spec.front_end is None or not spec.front_end.script:
             raise ValueError(f"service {spec.name} has no front_end.script to run")
-        super().__init__(f"front end of {spec.name}", spec.front_end.script, cwd, frontend_env(spec, endpoint, token), log_path)
+        env = frontend_env(spec, endpoint, token)
+        super().__init__(f"front end of {spec.name}", spec.front_end.script, cwd, env, log_path)
         self.spec = spec
         self.last_failure: dict[str, object] | None = None
         self.restart_at = 0.0  # wall clock of the next start while it is backing off
 
     def on_exited(self, code: int | None, backoff: float) -> None:
         """Keep why it stopped (exit code, last output) for ``status``, the API and the dashboard."""
-        from app.queue.health import log_tail
-
         tail = log_tail(self.log_path)
-        self.last_failure = {"at": time.time(), "exit_code": code, "reason": f"exit code {code}: {tail[-1] if tail else 'no output'}", "output": list(tail)}
+        last = tail[-1] if tail else "no output"
+        self.last_failure = {"at": time.time(), "exit_code": code, "reason": f"exit code {code}: {last}",
+                             "output": list(tail)}
         self.restart_at = time.time() + backoff
 
     def state(self) -> dict[str, object]:
         """``running`` or ``backoff`` (restarting after an exit), with restarts and the last failure."""
         running = self.alive() and time.time() >= self.restart_at
         return {"state": "running" if running else "backoff", "pid": self.pid, "restarts": self.restarts,
-                "restart_in": round(max(0.0, self.restart_at - time.time()), 1), "last_failure": self.last_failure, "log": str(self.log_path)}
+                "restart_in": round(max(0.0, self.restart_at - time.time()), 1), "last_failure": self.last_failure,
+                "log": str(self.log_path)}

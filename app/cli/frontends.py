@@ -56,7 +56,9 @@ class FrontEnds:
         if not self._api_answers():
             return
         wanted = {n: s for n, s in services.all_specs(self.r).items() if stored.wants_front_end(s)}
-        for name in [n for n, (script, _) in self.running.items() if n not in wanted or wanted[n].front_end.script != script]:  # type: ignore[union-attr]
+        changed = [n for n, (script, _) in self.running.items()
+                   if n not in wanted or wanted[n].front_end.script != script]  # type: ignore[union-attr]
+        for name in changed:
             self._stop(name)
         for name, spec in wanted.items():
             if name not in self.running:
@@ -64,7 +66,8 @@ class FrontEnds:
         stored.publish(self.r, {name: fe.state() for name, (_, fe) in self.running.items()})
 
     def _start(self, spec: ServiceSpec) -> None:
-        fe = FrontendProcess(spec, self.endpoint, self.token(spec), self.cwd, self.log_dir / f"frontend-{spec.name}.log")
+        log_path = self.log_dir / f"frontend-{spec.name}.log"
+        fe = FrontendProcess(spec, self.endpoint, self.token(spec), self.cwd, log_path)
         fe.env.update({k: v for k, v in self.env.items() if k.startswith("SCALEJOB_") and k not in fe.env})
         fe.start()
         self.running[spec.name] = (spec.front_end.script, fe)  # type: ignore[union-attr]

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from typer import core
+
 QUIET = {"<bool>", "<str>", "<path>", "<Path>", "<text>"}
 
 
 def quiet_metavars() -> None:
     """Hide the obvious types in the rich help (idempotent)."""
-    from typer import core
-
     for cls in (core.TyperOption, core.TyperArgument):
         original = cls.display_type_rich
         if getattr(original, "_scalejob_quiet", False):

@@ -6,37 +6,29 @@ Errors are one line on stderr and a non-zero exit; ``--debug`` shows tracebacks.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 
+import redis
 import typer
 from rich.console import Console
 
+from app.api import auth
+from app.cli import ops, run
 from app.cli.help import quiet_metavars
-from app.cli.run import err, fail, follow
+from app.cli.run import err, fail, follow, nothing_runs, own_embedded
+from app.core.connections import state_redis
+from app.core.private import restrict
+from app.core.settings import get_settings
 from app.core.specs import SpecError, load_spec
 from app.queue import records, services
 
 quiet_metavars()
-cli = typer.Typer(add_completion=False, no_args_is_help=True, help="scalejob: elastic Celery workers that never kill a running task.")
+cli = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="scalejob: elastic Celery workers that never kill a running task."
+)
 console = Console()
-
-
-def _own_embedded() -> None:
-    """Commands that run part of the stack may start the embedded Redis (and stop it when they are the last user)."""
-    import signal
-
-    from app.core.connections import allow_embedded_start
-
-    allow_embedded_start()
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # a SIGTERM before the command installs its own handler:
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # exit through atexit, which stops an embedded Redis we own
-
-
-def _redis():  # noqa: ANN202
-    from app.core.connections import state_redis
-
-    return state_redis()
 
 
 @cli.command()
@@ -51,8 +43,8 @@ def worker(
 
     Example: scalejob worker training --spec deploy/examples/training.json
     """
-    _own_embedded()
-    from workers.instance import run_worker
+    own_embedded()
+    from workers.instance import run_worker  # noqa: PLC0415 - Celery's worker (~0.3 s): only for this command
 
     if spec is not None:
         deploy(spec)
@@ -69,17 +61,17 @@ def deploy(spec: Path = typer.Argument(..., help="Service JSON file")) -> None:
         parsed = load_spec(spec)
     except SpecError as exc:
         fail(str(exc))
-    from app.api import auth
-
-    r = _redis()
+    r = state_redis()
     version = services.save(r, parsed)
     console.print(f"deployed [bold]{parsed.name}[/bold] (version {version})")
     if parsed.metadata.token:
         console.print("token: metadata.token of the spec", soft_wrap=True)
     elif not auth.has_issued(r, parsed.name):  # the first deploy makes one, like PUT /api/services/<name>
-        console.print(f"token [bold]{auth.issue(r, parsed.name)}[/bold] (shown once; send it as the Authorization header)", soft_wrap=True)
+        token = auth.issue(r, parsed.name)
+        console.print(f"token [bold]{token}[/bold] (shown once; send it as the Authorization header)", soft_wrap=True)
     else:
-        console.print(f"token: issued before and not shown again; a new one: scalejob token create {parsed.name}", soft_wrap=True)
+        console.print(f"token: issued before and not shown again; a new one: scalejob token create {parsed.name}",
+                      soft_wrap=True)
 
 
 @cli.command()
@@ -88,16 +80,18 @@ def submit(
     data: str = typer.Argument(..., help="Payload, or @file to read it from a file"),
     task_type: str = typer.Option("command", "--type", help="command or query"),
     follow: bool = typer.Option(True, help="Wait for the result and stream logs"),
-    timeout: float | None = typer.Option(None, help="Seconds to wait when following (default: until done, while something runs to take it)"),
+    timeout: float | None = typer.Option(
+        None, help="Seconds to wait when following (default: until done, while something runs to take it)"
+    ),
 ) -> None:
     """Put one task on SERVICE's queue (and follow it to its result).
 
     Example: scalejob submit training "python train.py --steps 3"
     """
-    from app.queue.put import PutError, put
+    from app.queue.put import PutError, put  # noqa: PLC0415 - kombu and billiard (~50 ms): only for submit
 
     payload = Path(data[1:]).read_bytes() if data.startswith("@") else data.encode()
-    r = _redis()
+    r = state_redis()
     try:
         spec = services.get(r, service)
         index, rid = put(r, spec, task_type, payload)
@@ -108,10 +102,9 @@ def submit(
     console.print(f"queued request [bold]{rid}[/bold] (index {index})")
     if not follow:
         return
-    from app.cli.run import nothing_runs
-
     if (why := nothing_runs(r, service, within=1.5)) is not None:
-        fail(f"{why}; request {rid} stays queued: start the stack (scalejob up) and follow it with `scalejob logs {rid}`")
+        fail(f"{why}; request {rid} stays queued: start the stack (scalejob up) "
+             f"and follow it with `scalejob logs {rid}`")
     rec = follow_request(r, rid, timeout)
     console.print_json(json.dumps({"state": rec.state, "result": readable(rec.result), "error": rec.error}))
     raise typer.Exit(0 if rec.state == "succeeded" else 1)
@@ -127,7 +120,7 @@ def readable(result: dict | None) -> dict | None:
         return result
 
 
-def follow_request(r, request_id: str, timeout: float | None) -> records.Record:  # noqa: ANN001
+def follow_request(r: redis.Redis, request_id: str, timeout: float | None) -> records.Record:
     """Stream a request's log lines with a live progress bar; return its final record."""
     return follow(r, request_id, timeout, fail)
 
@@ -135,8 +128,8 @@ def follow_request(r, request_id: str, timeout: float | None) -> records.Record:
 @cli.command()
 def demo() -> None:
     """Run scalejob end to end on this machine: embedded Redis, one worker, two tasks."""
-    _own_embedded()
-    from app.cli.demo import run_demo
+    own_embedded()
+    from app.cli.demo import run_demo  # noqa: PLC0415 - a worker's code (httpx, Celery): only for the demo
 
     raise typer.Exit(run_demo(console))
 
@@ -152,56 +145,58 @@ def api(
 
     Example: SCALEJOB_ADMIN_TOKEN=secret scalejob api --port 8000
     """
-    _own_embedded()
-    import uvicorn
-
-    from app.core.settings import get_settings
+    own_embedded()
+    import uvicorn  # noqa: PLC0415 - the server (~30 ms, and the app it loads): only for this command
 
     s = get_settings()
-    uvicorn.run("app.api:app", host=host or s.api_host, port=port or s.api_port, log_level=log_level, ws="websockets-sansio", workers=workers)
+    uvicorn.run("app.api:app", host=host or s.api_host, port=port or s.api_port, log_level=log_level,
+                ws="websockets-sansio", workers=workers)
 
 
-from app.cli.ops import register as _register_ops  # noqa: E402 - services, delete, token, spec-schema, flower
-
-_register_ops(cli, fail, _redis)
-from app.cli.run import register as _register_run  # noqa: E402 - up, logs, cancel
-
-_register_run(cli, fail, _redis)
+ops.register(cli)  # spec-schema, services, delete, token, redis-acl, flower
+run.register(cli)  # up, logs, cancel
 
 
 @cli.command()
 def autoscale(
-    celery_app: str | None = typer.Option(None, "--celery-app", help="Scale a plain Celery project instead: module:app"),
+    celery_app: str | None = typer.Option(
+        None, "--celery-app", help="Scale a plain Celery project instead: module:app"
+    ),
     queue: str | None = typer.Option(None, help="With --celery-app: the queue to scale on"),
-    worker_cmd: str | None = typer.Option(None, "--worker-cmd", help="With --celery-app: the worker command (scalejob adds -n NAME)"),
+    worker_cmd: str | None = typer.Option(
+        None, "--worker-cmd", help="With --celery-app: the worker command (scalejob adds -n NAME)"
+    ),
     min_workers: int = typer.Option(0, "--min", help="With --celery-app: fewest workers"),
     max_workers: int = typer.Option(8, "--max", help="With --celery-app: most workers"),
     avg_waiting_length: float = typer.Option(2.0, "--avg-waiting-length", help="With --celery-app: tasks per worker"),
     grace: float = typer.Option(60.0, help="With --celery-app: seconds of zero load before scaling to zero"),
     stabilization: float = typer.Option(1.0, help="With --celery-app: scale-down stabilization window (s)"),
     metrics_port: int | None = typer.Option(None, "--metrics-port", help="Serve Prometheus metrics on this port"),
-    fork: bool = typer.Option(True, help="Fork new scalejob workers from a pre-imported template (--no-fork: fresh processes)"),
+    fork: bool = typer.Option(
+        True, help="Fork new scalejob workers from a pre-imported template (--no-fork: fresh processes)"
+    ),
     backend: str | None = typer.Option(None, help="local or kubernetes (default: SCALEJOB_AUTOSCALER_BACKEND, local)"),
-    k8s_namespace: str | None = typer.Option(None, "--k8s-namespace", help="Namespace of the worker Deployments (default: SCALEJOB_K8S_NAMESPACE, default)"),
+    k8s_namespace: str | None = typer.Option(
+        None, "--k8s-namespace", help="Namespace of the worker Deployments (default: SCALEJOB_K8S_NAMESPACE, default)"
+    ),
 ) -> None:
     """Run the autoscaler: workers follow the queue depth, scale-in never kills a running task.
 
     Examples: scalejob autoscale
               scalejob autoscale --backend kubernetes --k8s-namespace scalejob-workers
               scalejob autoscale --celery-app proj.celery:app --queue images --worker-cmd "celery -A proj.celery worker -Q images -c 1" --min 0 --max 8
-    """
-    _own_embedded()
-    import logging
-
-    from app.core.settings import get_settings
-    from autoscale.main import celery_autoscaler, scalejob_autoscaler
-    from autoscale.policy import AutoscalerConfig
+    """  # noqa: E501 - the example is one command line, copied as is
+    own_embedded()
+    # the autoscaler (Celery, backends, kubernetes when chosen): only for this command
+    from autoscale.main import celery_autoscaler, scalejob_autoscaler  # noqa: PLC0415
+    from autoscale.policy import AutoscalerConfig  # noqa: PLC0415
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
     if backend not in (None, "local", "kubernetes"):
         fail(f"--backend: expected local or kubernetes, got {backend!r}")
-    settings = settings.model_copy(update={k: v for k, v in (("autoscaler_backend", backend), ("k8s_namespace", k8s_namespace)) if v})
+    chosen = (("autoscaler_backend", backend), ("k8s_namespace", k8s_namespace))
+    settings = settings.model_copy(update={k: v for k, v in chosen if v})
     if celery_app:
         if settings.autoscaler_backend != "local":
             fail("--celery-app runs local workers only (--backend local)")
@@ -209,7 +204,8 @@ def autoscale(
             fail("--celery-app needs --queue and --worker-cmd")
         if max_workers < max(min_workers, 1):
             fail(f"--max ({max_workers}) must be >= 1 and >= --min ({min_workers})")
-        cfg = AutoscalerConfig(min=min_workers, max=max_workers, avg_waiting_length=avg_waiting_length, scale_down_grace=grace, stabilization=stabilization)
+        cfg = AutoscalerConfig(min=min_workers, max=max_workers, avg_waiting_length=avg_waiting_length,
+                               scale_down_grace=grace, stabilization=stabilization)
         scaler = celery_autoscaler(settings, celery_app, queue, worker_cmd, cfg)  # type: ignore[arg-type]
     else:
         scaler = scalejob_autoscaler(settings, fork=fork)
@@ -230,18 +226,19 @@ def status(
     Examples: scalejob status
               scalejob status --watch
     """
-    from app.cli.status import status_tables
-    from app.cli.status import watch as watch_status
-    from app.queue.status import status_data
+    # the status readers pull in kombu and prometheus_client (~0.1 s): only for this command
+    from app.cli.status import status_tables  # noqa: PLC0415
+    from app.cli.status import watch as watch_status  # noqa: PLC0415
+    from app.queue.status import status_data  # noqa: PLC0415
 
     if output not in ("table", "json"):
         fail(f"--output: expected table or json, got {output!r}")
     if output == "json":
-        typer.echo(json.dumps(status_data(_redis()), default=str))
+        typer.echo(json.dumps(status_data(state_redis()), default=str))
     elif watch:
-        watch_status(_redis(), console, wide=wide)
+        watch_status(state_redis(), console, wide=wide)
     else:
-        console.print(status_tables(_redis(), wide=wide, width=console.width))
+        console.print(status_tables(state_redis(), wide=wide, width=console.width))
 
 
 @cli.command()
@@ -251,34 +248,44 @@ def simulate(
     min: int | None = typer.Option(None, "--min", help="autoscaler.min (default: spec or 0)"),  # noqa: A002
     max: int | None = typer.Option(None, "--max", help="autoscaler.max (default: spec or 10)"),  # noqa: A002
     avg_waiting_length: float | None = typer.Option(None, help="strategies.avg_waiting_length"),
-    target_wait: float | None = typer.Option(None, "--target-wait", help="strategies.target_wait_seconds (instead of avg_waiting_length)"),
+    target_wait: float | None = typer.Option(
+        None, "--target-wait", help="strategies.target_wait_seconds (instead of avg_waiting_length)"
+    ),
     grace: float | None = typer.Option(None, help="behavior.onZero.scaleDownGracePeriodSeconds"),
     window: float | None = typer.Option(None, help="behavior.scaleDown.stabilizationWindowSeconds"),
     warm_standby: int | None = typer.Option(None, help="behavior.warmStandby"),
     start_time: float = typer.Option(0.6, help="Seconds from spawning a worker to its first task"),
     poll: float = typer.Option(0.5, help="scalejob's tick (s); an enqueue also wakes it"),
-    compare: bool = typer.Option(True, help="Also run KEDA (its defaults: listLength 5) and an HPA with the same target"),
-    redelivery: float = typer.Option(3600.0, help="Seconds until a task cut by Kubernetes is back in the queue (Celery on Redis: visibility_timeout)"),
+    compare: bool = typer.Option(
+        True, help="Also run KEDA (its defaults: listLength 5) and an HPA with the same target"
+    ),
+    redelivery: float = typer.Option(
+        3600.0,
+        help="Seconds until a task cut by Kubernetes is back in the queue (Celery on Redis: visibility_timeout)",
+    ),
     png: Path | None = typer.Option(None, help="Write a timeline PNG (load, workers, decisions)"),
-    as_json: bool = typer.Option(False, "--json", help="Print the rows as one JSON list (policy, worker_seconds, wait_p50, wait_p95, wait_max, spawns, cut)"),
+    as_json: bool = typer.Option(
+        False, "--json",
+        help="Print the rows as one JSON list (policy, worker_seconds, wait_p50, wait_p95, wait_max, spawns, cut)",
+    ),
 ) -> None:
     """Replay an arrival trace through the autoscaling policy: cost, waits, scale events.
 
     Example: scalejob simulate benchmarks/traces/bursty.csv --spec svc.json --json
     """
-    from autoscale.simulate import run_cli
+    from autoscale.simulate import run_cli  # noqa: PLC0415 - the simulator (matplotlib for --png): only for this
 
     overrides = {"min": min, "max": max, "avg_waiting_length": avg_waiting_length, "target_wait_seconds": target_wait,
                  "scale_down_grace": grace, "stabilization": window, "warm_standby": warm_standby}
     try:
-        run_cli(console, trace, spec, overrides, start_time=start_time, poll=poll, with_references=compare, png=png, as_json=as_json, redelivery=redelivery)
+        run_cli(console, trace, spec, overrides, start_time=start_time, poll=poll, with_references=compare, png=png,
+                as_json=as_json, redelivery=redelivery)
     except (OSError, ValueError, SpecError) as exc:
         fail(str(exc))
 
 
 def main() -> None:
-    from app.core.private import restrict
-
+    """The ``scalejob`` entry point: one clear error line unless ``--debug``."""
     restrict()  # before anything is created: data dir, embedded Redis, logs (app/core/private.py)
     debug = "--debug" in sys.argv
     if debug:

@@ -32,17 +32,20 @@ def status_tables(r: redis.Redis, now: float | None = None, wide: bool = False, 
     row); ``wide`` folds them in full."""
     data = status_data(r, now)
     overflow: Literal["fold", "ellipsis"] = "fold" if wide else "ellipsis"  # workers table
-    look: dict[str, Any] = {} if wide else {"box": box.SIMPLE_HEAD, "pad_edge": False}  # narrow: light borders, so 80 columns hold the numbers
+    # narrow: light borders, so 80 columns hold the numbers
+    look: dict[str, Any] = {} if wide else {"box": box.SIMPLE_HEAD, "pad_edge": False}
     svc = Table(title="scalejob services", title_justify="left", **look)
     if wide:
         for col in ("service", "waiting", "running", "workers", "desired", "failing", "last decision", "reason"):
             svc.add_column(col, overflow="fold", justify="right" if col in ("waiting", "running") else "left")
     else:  # 80 columns: the numbers in full, then one cut column: why it fails, else the autoscaler's reason
-        for col in ("service", "waiting", "running", "workers", "desired"):
-            svc.add_column(col, no_wrap=True, min_width=len(col), max_width=16 if col == "service" else None, overflow="ellipsis",
-                           justify="right" if col in ("waiting", "running") else "left")
-        fixed = [max([len(c), *(len(_cell(x, c)) for x in data["services"])]) for c in ("service", "waiting", "running", "workers", "desired")]
-        left = width - sum(min(f, 16) for f in fixed) - 3 * 5 - 2  # a divider and two pads between columns, the box edges
+        numbers = ("service", "waiting", "running", "workers", "desired")
+        for col in numbers:
+            svc.add_column(col, no_wrap=True, min_width=len(col), max_width=16 if col == "service" else None,
+                           overflow="ellipsis", justify="right" if col in ("waiting", "running") else "left")
+        fixed = [max([len(c), *(len(_cell(x, c)) for x in data["services"])]) for c in numbers]
+        # a divider and two pads between columns, the box edges
+        left = width - sum(min(f, 16) for f in fixed) - 3 * 5 - 2
         svc.add_column("failing / reason", no_wrap=True, overflow="ellipsis", max_width=max(left, 16))
     wk = Table(title="workers", title_justify="left", **look)
     for col in ("worker", "service", "state", "task", "up", "GPU", "spec"):
@@ -51,7 +54,10 @@ def status_tables(r: redis.Redis, now: float | None = None, wide: bool = False, 
         by_state = _cell(s, "workers")
         failing = f"[red]{escape(s['failing'])}[/red]" if s["failing"] else "-"
         cells = [s["service"], str(s["waiting"]), str(s["running"]), by_state, s["desired"]]
-        svc.add_row(*cells, failing, s["last_decision"], s["reason"]) if wide else svc.add_row(*cells, failing if s["failing"] else escape(s["reason"]))
+        if wide:
+            svc.add_row(*cells, failing, s["last_decision"], s["reason"])
+        else:
+            svc.add_row(*cells, failing if s["failing"] else escape(s["reason"]))
     for w in data["workers"]:
         wk.add_row(w["worker"], w["service"], w["state"], w["task"], w["up"], w["gpu"], w["spec"])
     if not data["services"]:
@@ -66,10 +72,12 @@ def status_table(r: redis.Redis) -> Group:
     return status_tables(r, wide=True)
 
 
-def watch(r: redis.Redis, console: Console, interval: float = 1.0, stop: Callable[[], bool] = lambda: False, wide: bool = False) -> None:
+def watch(r: redis.Redis, console: Console, interval: float = 1.0, stop: Callable[[], bool] = lambda: False,
+          wide: bool = False) -> None:
     """Redraw the status every ``interval`` s until Ctrl-C (or ``stop()``)."""
+    first = status_tables(r, wide=wide, width=console.width)
     try:
-        with Live(status_tables(r, wide=wide, width=console.width), console=console, refresh_per_second=4, screen=False) as live:
+        with Live(first, console=console, refresh_per_second=4, screen=False) as live:
             while not stop():
                 time.sleep(interval)
                 live.update(status_tables(r, wide=wide, width=console.width))

@@ -25,11 +25,19 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import redis
 from rich.console import Console
 
+from app.cli.flower import basic_auth
 from app.cli.frontends import FrontEnds
-from app.core.embedded import EmbeddedRedis, stop_embedded
+from app.core import keys
+from app.core.connections import Endpoints, endpoints, redacted, state_redis
+from app.core.embedded import EmbeddedRedis, find_embedded, stop_embedded
 from app.core.private import exposure
+from app.core.settings import Settings, get_settings
+from app.core.specs import ServiceSpec, load_spec
+from app.queue import services
+from autoscale.backends.local import recorded_processes
 
 
 @dataclass
@@ -56,7 +64,9 @@ class Child:
             if p.pid not in self.seen or not _running(self.seen[p.pid]):
                 self.seen[p.pid] = p
 
-    def stop(self, timeout: float, extra: Callable[[], list[psutil.Process]] = list, force: threading.Event | None = None) -> bool:
+    def stop(
+        self, timeout: float, extra: Callable[[], list[psutil.Process]] = list, force: threading.Event | None = None
+    ) -> bool:
         """SIGTERM the child, wait up to ``timeout`` s, then SIGKILL it and every descendant left.
 
         Returns True when it exited by itself within ``timeout``; only then are the processes of
@@ -122,7 +132,8 @@ class Stack:
     def start(self, name: str, argv: list[str], env: dict[str, str]) -> Child:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_dir / f"{name}.log", "ab") as out:
-            popen = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            popen = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
         child = Child(name, popen)
         self.children.append(child)
         return child
@@ -165,10 +176,9 @@ def _stop_redis(server: EmbeddedRedis) -> None:
 
 def _wait_for_autoscaler(r: Any, stack: Stack, stopping: threading.Event, timeout: float = 60.0) -> None:
     """Until the autoscaler holds its leader lock (or a child died, or Ctrl-C): ``submit`` checks it."""
-    from app.core import keys
-
     deadline = time.monotonic() + timeout
-    while not r.exists(keys.autoscaler_lock()) and not stack.dead() and not stopping.is_set() and time.monotonic() < deadline:
+    while (not r.exists(keys.autoscaler_lock()) and not stack.dead() and not stopping.is_set()
+           and time.monotonic() < deadline):
         stopping.wait(0.1)
 
 
@@ -179,23 +189,35 @@ def flower_login(environ: dict[str, str]) -> tuple[dict[str, str], str]:
     should get a dashboard that opens, its password printed once like the admin token. A
     configured password is never printed. Raises ``FlowerAuthMissing`` for half a login.
     """
-    from app.cli.flower import basic_auth
-
     if basic_auth(environ) is not None:
         return {}, "login from SCALEJOB_FLOWER_USER/PASSWORD (or FLOWER_BASIC_AUTH)"
     password = secrets.token_urlsafe(16)
     return {"SCALEJOB_FLOWER_USER": "admin", "SCALEJOB_FLOWER_PASSWORD": password}, f"user admin  password {password}"
 
 
-def run_up(specs: list[Path], port: int, flower_port: int | None, stop_timeout: float, console: Console) -> int:  # noqa: PLR0912, PLR0915 - the start-up sequence in order; split with app/cli (issue 12)
-    """Start everything, print where it is, block until SIGINT/SIGTERM, stop everything."""
-    from app.core.connections import endpoints, redacted, state_redis
-    from app.core.embedded import find_embedded
-    from app.core.settings import get_settings
-    from app.core.specs import load_spec
-    from app.queue import services
-    from autoscale.backends.local import recorded_processes
+@dataclass
+class Setup:
+    """What the start-up steps of one ``up`` share: where the stack lives and what it runs."""
 
+    settings: Settings
+    data_dir: Path
+    endpoints: Endpoints
+    embedded: EmbeddedRedis | None  # the embedded Redis this run stops at the end; None: not ours
+    admin: str
+    env: dict[str, str]
+    r: redis.Redis
+    deployed: list[ServiceSpec]
+    port: int
+    flower_port: int | None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.settings.api_host}:{self.port}"
+
+
+def prepare(specs: list[Path], port: int, flower_port: int | None) -> Setup:
+    """Resolve the Redis (starting the embedded one of the data dir when none is configured),
+    the children's environment and the admin token, and deploy ``specs``."""
     settings = get_settings()
     data_dir = settings.data_dir.resolve()
     ep = endpoints()  # starts the embedded Redis of the data dir when no Redis is configured
@@ -215,60 +237,103 @@ def run_up(specs: list[Path], port: int, flower_port: int | None, stop_timeout: 
     deployed = [load_spec(p) for p in specs]
     for spec in deployed:
         services.save(r, spec)
-    stack = Stack(data_dir / "logs")
-    stopping = threading.Event()
+    return Setup(settings, data_dir, ep, embedded, admin, env, r, deployed, port, flower_port)
+
+
+def stop_on_signals(stack: Stack, stopping: threading.Event, console: Console) -> None:
+    """SIGINT/SIGTERM set ``stopping``; a second one also stops waiting for running tasks."""
 
     def on_signal(signum: int, _frame: object) -> None:
         if stopping.is_set():
             stack.force.set()
-            console.print("second signal: not waiting for running tasks (they are re-enqueued on the next start)", soft_wrap=True)
+            console.print("second signal: not waiting for running tasks (they are re-enqueued on the next start)",
+                          soft_wrap=True)
         stopping.set()
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    code = 0
+
+
+def start_processes(stack: Stack, up: Setup) -> str:
+    """Start the API, the autoscaler and (with a Flower port) Flower; return how to log in to Flower."""
+    host = up.settings.api_host
+    stack.start("api", scalejob("api", "--host", host, "--port", str(up.port)), up.env)
+    stack.start("autoscaler", scalejob("autoscale"), up.env)
+    if up.flower_port is None:
+        return ""
+    flower_env, flower_desc = flower_login(up.env)
+    argv = scalejob("flower", "--address", host, "--port", str(up.flower_port))
+    stack.start("flower", argv, {**up.env, **flower_env})
+    return flower_desc
+
+
+def print_banner(say: Callable[[str], None], up: Setup, stack: Stack, tokens: dict[str, str], flower_desc: str) -> None:
+    """Where everything is: the API and its admin token, Flower, each service's URL and token, the logs."""
+    endpoint = up.endpoint
+    say(f"[bold]scalejob up[/bold]  broker {redacted(up.endpoints.broker_url)}  data {up.data_dir}")
+    if (warning := exposure(up.data_dir)) is not None:
+        say(f"[yellow]warning:[/yellow] {warning}")
+    say(f"  API         {endpoint}   (docs {endpoint}/docs, dashboard {endpoint}/ui)")
+    say(f"  admin token {up.admin}")
+    if up.flower_port is not None:
+        say(f"  Flower      http://{up.settings.api_host}:{up.flower_port}   {flower_desc}")
+    for spec in up.deployed:
+        url = f"{endpoint}/api/predict/{spec.name}?taskType={spec.allowed_task_types()[0]}"
+        say(f"  service     {spec.name}  POST {url}  token {tokens[spec.name]}")
+    if up.embedded is not None:
+        same = f"SCALEJOB_DATA_DIR={up.data_dir}"
+    else:
+        same = f"SCALEJOB_REDIS_URL={redacted(up.endpoints.redis_url)}"
+    say(f"  CLI         {same} scalejob submit|status|logs ...   (the same Redis as this stack)")
+    say(f"  logs        {stack.log_dir}   — Ctrl-C stops everything (running tasks finish first)")
+
+
+def supervise(frontends: FrontEnds, stack: Stack, stopping: threading.Event, say: Callable[[str], None]) -> int:
+    """Keep the front ends in step with the specs until a signal (0) or a child's death (1)."""
+    while not stopping.is_set():
+        try:
+            frontends.sync()
+        except Exception as exc:  # noqa: BLE001 - a Redis hiccup must not end the stack; next loop retries
+            say(f"[yellow]front ends: {exc}[/yellow]")
+        dead = stack.dead()
+        if dead:
+            log = stack.log_dir / f"{dead[0].name}.log"
+            say(f"[red]{dead[0].name} exited with code {dead[0].popen.returncode}; stopping (see {log})[/red]")
+            return 1
+        stopping.wait(0.2)
+    return 0
+
+
+def shut_down(say: Callable[[str], None], up: Setup, stack: Stack, frontends: FrontEnds | None,
+              stop_timeout: float) -> None:
+    """Stop in reverse: front ends, the children (running tasks finish first), then our embedded Redis."""
+    say(f"stopping: running tasks finish first (up to --stop-timeout {stop_timeout:g}s; "
+        "Ctrl-C again to stop now) ...")
+    if frontends is not None:
+        frontends.stop_all()
+    if not stack.stop(stop_timeout, lambda: recorded_processes(up.r)):
+        say("[yellow]some processes did not stop in time and were killed; "
+            "interrupted tasks are re-enqueued from their records on the next start[/yellow]")
+    if up.embedded is not None:
+        _stop_redis(up.embedded)
+    say("stopped")
+
+
+def run_up(specs: list[Path], port: int, flower_port: int | None, stop_timeout: float, console: Console) -> int:
+    """Start everything, print where it is, block until SIGINT/SIGTERM, stop everything."""
+    up = prepare(specs, port, flower_port)
+    stack = Stack(up.data_dir / "logs")
+    stopping = threading.Event()
+    stop_on_signals(stack, stopping, console)
     frontends: FrontEnds | None = None
     say = lambda text: console.print(text, soft_wrap=True)  # noqa: E731 - URLs and tokens must stay copyable
     try:
-        stack.start("api", scalejob("api", "--host", settings.api_host, "--port", str(port)), env)
-        stack.start("autoscaler", scalejob("autoscale"), env)
-        if flower_port is not None:
-            flower_env, flower_desc = flower_login(env)
-            stack.start("flower", scalejob("flower", "--address", settings.api_host, "--port", str(flower_port)), {**env, **flower_env})
-        endpoint = f"http://{settings.api_host}:{port}"
-        _wait_for_autoscaler(r, stack, stopping)  # the banner means "submit works": a task finds a leader to start its worker
-        frontends = FrontEnds(r, endpoint, Path.cwd(), stack.log_dir, env)  # started once the API answers (app/cli/frontends.py)
-        tokens = {spec.name: frontends.token(spec) for spec in deployed}
-        say(f"[bold]scalejob up[/bold]  broker {redacted(ep.broker_url)}  data {data_dir}")
-        if (warning := exposure(data_dir)) is not None:
-            say(f"[yellow]warning:[/yellow] {warning}")
-        say(f"  API         {endpoint}   (docs {endpoint}/docs, dashboard {endpoint}/ui)")
-        say(f"  admin token {admin}")
-        if flower_port is not None:
-            say(f"  Flower      http://{settings.api_host}:{flower_port}   {flower_desc}")
-        for spec in deployed:
-            say(f"  service     {spec.name}  POST {endpoint}/api/predict/{spec.name}?taskType={spec.allowed_task_types()[0]}  token {tokens[spec.name]}")
-        same = f"SCALEJOB_DATA_DIR={data_dir}" if embedded is not None else f"SCALEJOB_REDIS_URL={redacted(ep.redis_url)}"
-        say(f"  CLI         {same} scalejob submit|status|logs ...   (the same Redis as this stack)")
-        say(f"  logs        {stack.log_dir}   — Ctrl-C stops everything (running tasks finish first)")
-        while not stopping.is_set():
-            try:
-                frontends.sync()
-            except Exception as exc:  # noqa: BLE001 - a Redis hiccup must not end the stack; next loop retries
-                say(f"[yellow]front ends: {exc}[/yellow]")
-            dead = stack.dead()
-            if dead:
-                say(f"[red]{dead[0].name} exited with code {dead[0].popen.returncode}; stopping (see {stack.log_dir / dead[0].name}.log)[/red]")
-                code = 1
-                break
-            stopping.wait(0.2)
+        flower_desc = start_processes(stack, up)
+        _wait_for_autoscaler(up.r, stack, stopping)  # the banner means "submit works": a task finds a leader
+        # front ends start once the API answers (app/cli/frontends.py)
+        frontends = FrontEnds(up.r, up.endpoint, Path.cwd(), stack.log_dir, up.env)
+        tokens = {spec.name: frontends.token(spec) for spec in up.deployed}
+        print_banner(say, up, stack, tokens, flower_desc)
+        return supervise(frontends, stack, stopping, say)
     finally:
-        say(f"stopping: running tasks finish first (up to --stop-timeout {stop_timeout:g}s; Ctrl-C again to stop now) ...")
-        if frontends is not None:
-            frontends.stop_all()
-        if not stack.stop(stop_timeout, lambda: recorded_processes(r)):
-            say("[yellow]some processes did not stop in time and were killed; interrupted tasks are re-enqueued from their records on the next start[/yellow]")
-        if embedded is not None:
-            _stop_redis(embedded)
-        say("stopped")
-    return code
+        shut_down(say, up, stack, frontends, stop_timeout)

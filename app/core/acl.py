@@ -38,7 +38,8 @@ USER = "scalejob-{role}"
 # (connection setup of redis-py and kombu) are in @connection.
 COMMANDS = "+@all -@admin -@dangerous +info +client|setname +client|getname +client|id +client|info"
 
-BROKER = ("scalejob.*", "unacked*", "_kombu.*", "*.celery.pidbox*")  # worker mailboxes, control replies (with priority suffixes)
+# worker mailboxes, control replies (with priority suffixes)
+BROKER = ("scalejob.*", "unacked*", "_kombu.*", "*.celery.pidbox*")
 
 
 def _star(fn: Callable[[str], str]) -> str:

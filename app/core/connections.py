@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
 from dataclasses import dataclass
 
 import redis
@@ -21,7 +22,7 @@ import redis
 from app.core.embedded import EmbeddedRedis, ensure_embedded, find_embedded, hold
 from app.core.settings import Settings, get_settings
 
-_start_allowed = False
+_start_allowed = threading.Event()  # set once by allow_embedded_start(); never cleared
 
 
 class NoStack(RuntimeError):
@@ -30,8 +31,7 @@ class NoStack(RuntimeError):
 
 def allow_embedded_start() -> None:
     """This process may start the embedded Redis of its data dir (and then owns a share of it)."""
-    global _start_allowed
-    _start_allowed = True
+    _start_allowed.set()
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ def resolve(settings: Settings) -> Endpoints:
 
 def _embedded_url(settings: Settings) -> str:
     server: EmbeddedRedis | None
-    if _start_allowed:
+    if _start_allowed.is_set():
         server = ensure_embedded(settings.data_dir, settings.embedded_appendfsync)
         hold(server, settings.embedded_appendfsync)
         return server.url
@@ -94,7 +94,8 @@ STATE_CONNECTIONS = 400
 
 @functools.lru_cache(maxsize=4)
 def _client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, socket_keepalive=True, health_check_interval=10, retry_on_timeout=True, max_connections=STATE_CONNECTIONS)
+    return redis.Redis.from_url(url, socket_keepalive=True, health_check_interval=10, retry_on_timeout=True,
+                                max_connections=STATE_CONNECTIONS)
 
 
 def state_redis() -> redis.Redis:
@@ -104,7 +105,8 @@ def state_redis() -> redis.Redis:
 
 @functools.lru_cache(maxsize=4)
 def _waiting_client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, socket_keepalive=True, health_check_interval=10, max_connections=WAITING_CONNECTIONS)
+    return redis.Redis.from_url(url, socket_keepalive=True, health_check_interval=10,
+                                max_connections=WAITING_CONNECTIONS)
 
 
 WAITING_CONNECTIONS = 1000  # above the API's thread limit (200): a blocked waiter always has its thread's connection

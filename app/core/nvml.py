@@ -122,7 +122,7 @@ def _text(v: bytes | str) -> str:
 def open_nvml() -> RealNvml | None:
     """The real NVML, or None (with one log line saying GPU features are off) without a driver."""
     try:
-        import pynvml
+        import pynvml  # noqa: PLC0415 - ~20 ms, only where GPU features are wanted; failing here turns them off
 
         pynvml.nvmlInit()
     except Exception as exc:  # noqa: BLE001 - ImportError, LibraryNotFound, DriverNotLoaded ...

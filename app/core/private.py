@@ -28,6 +28,6 @@ def exposure(path: Path) -> str | None:
     except OSError:
         return None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        return (f"data dir {path} is accessible to other users (mode {stat.filemode(mode)}): it holds tokens, payloads and "
-                f"results; run `chmod -R go-rwx {path}`")
+        return (f"data dir {path} is accessible to other users (mode {stat.filemode(mode)}): "
+                f"it holds tokens, payloads and results; run `chmod -R go-rwx {path}`")
     return None

@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from app.core.spec_text import SpecTextError, line_of, loads
+
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$")
 
 
@@ -37,11 +39,16 @@ class Container(_Strict):
 
     image: str = Field("", description="Container image; used by the Kubernetes backend, recorded (not run) locally")
     command: str = Field("", description="User app command line, started once per instance (query services)")
-    port: int | None = Field(None, ge=1, le=65535, description="Port the user app listens on; query tasks are POSTed there")
-    env: list[EnvVar] = Field(
-        default_factory=list, description='Environment of the user app and command tasks: [{"name","value"}] or a {name: value} map'
+    port: int | None = Field(
+        None, ge=1, le=65535, description="Port the user app listens on; query tasks are POSTed there"
     )
-    init_commands: list[str] = Field(default_factory=list, description="Shell commands run once per instance before its first task")
+    env: list[EnvVar] = Field(
+        default_factory=list,
+        description='Environment of the user app and command tasks: [{"name","value"}] or a {name: value} map',
+    )
+    init_commands: list[str] = Field(
+        default_factory=list, description="Shell commands run once per instance before its first task"
+    )
     path: str = Field("/", description="HTTP path of the user app that query tasks are POSTed to")
     headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP headers sent with every query task")
 
@@ -62,23 +69,35 @@ class Metadata(_Strict):
 
     name: str = Field(..., description="Service name: 1-63 of a-z 0-9 - _, starting and ending with a letter or digit")
     type: Literal["ScalableJob", "ScalableJobService"] = Field(
-        "ScalableJob", description="ScalableJob: queue only (independent deployment); ScalableJobService: plus a supervised front end"
+        "ScalableJob",
+        description="ScalableJob: queue only (independent deployment); ScalableJobService: plus a supervised front end",
     )
     instance: int = Field(1, ge=0, description="Initial instance count (the autoscaler takes over from there)")
     cpu: float | None = Field(None, gt=0, description="CPU cores per instance (Kubernetes requests/limits)")
-    gpu: int = Field(0, ge=0, description="GPUs per instance; the autoscaler never starts more instances than free GPUs allow")
+    gpu: int = Field(
+        0, ge=0, description="GPUs per instance; the autoscaler never starts more instances than free GPUs allow"
+    )
     memory: int | None = Field(None, gt=0, description="Memory per instance in MB")
-    rpc_worker_threads: int = Field(1, ge=1, le=256, alias="rpc.worker_threads", description="Tasks one instance runs at once")
+    rpc_worker_threads: int = Field(
+        1, ge=1, le=256, alias="rpc.worker_threads", description="Tasks one instance runs at once"
+    )
     enable_webservice: bool = Field(False, description="Accepted for EAS compatibility")
-    token: str | None = Field(None, min_length=8, description="Service token (Authorization header); generated when absent")
+    token: str | None = Field(
+        None, min_length=8, description="Service token (Authorization header); generated when absent"
+    )
     task_types: list[Literal["command", "query"]] | None = Field(
-        None, description="taskType values accepted; default: query and command when containers[0].port is set, else command"
+        None,
+        description="taskType values accepted; default: query and command when containers[0].port is set, else command",
     )
     max_payload_bytes: int = Field(10 * 1024 * 1024, ge=1, description="Largest accepted task payload (HTTP 413 above)")
     max_waiting: int = Field(100_000, ge=1, description="Most waiting tasks of the service (HTTP 429 above)")
-    tenant_max_waiting: int | None = Field(None, ge=1, description="Most waiting tasks of one tenant (HTTP 429 above); none = no per-tenant cap")
+    tenant_max_waiting: int | None = Field(
+        None, ge=1, description="Most waiting tasks of one tenant (HTTP 429 above); none = no per-tenant cap"
+    )
     max_runtime: float | None = Field(None, gt=0, description="seconds; a longer command task is ended and failed")
-    visibility_timeout: int | None = Field(None, ge=1, description="Redis broker redelivery timeout (s); longer than the longest task")
+    visibility_timeout: int | None = Field(
+        None, ge=1, description="Redis broker redelivery timeout (s); longer than the longest task"
+    )
 
     @field_validator("name")
     @classmethod
@@ -94,7 +113,9 @@ class FrontEnd(_Strict):
     """The front end of a ScalableJobService: a supervised process that feeds the queue."""
 
     image: str = Field("", description="Front-end image (Kubernetes); recorded locally")
-    port: int | None = Field(None, ge=1, le=65535, description="Port the front end serves on, if any (exported as PORT)")
+    port: int | None = Field(
+        None, ge=1, le=65535, description="Port the front end serves on, if any (exported as PORT)"
+    )
     script: str = Field("", description="Command line of the front end, run supervised (restarted when it exits)")
     resource: str = Field("", description="Accepted for EAS compatibility (resource group)")
     cpu: float | None = Field(None, gt=0, description="CPU cores of the front end")
@@ -108,8 +129,12 @@ class ScalableJobOptions(_Strict):
     enable_write_log_to_queue: bool | None = Field(
         None, description="Write task log lines to the output queue; default on for command, off for query"
     )
-    progress_pattern: str | None = Field(None, description="Regex with one group: a log line matching it sets progress (0-100)")
-    log_lines_per_second: float = Field(200.0, gt=0, description="Log lines per second per task written to the output queue")
+    progress_pattern: str | None = Field(
+        None, description="Regex with one group: a log line matching it sets progress (0-100)"
+    )
+    log_lines_per_second: float = Field(
+        200.0, gt=0, description="Log lines per second per task written to the output queue"
+    )
 
     @field_validator("progress_pattern")
     @classmethod
@@ -127,11 +152,15 @@ class ScalableJobOptions(_Strict):
 
 
 class OnZero(_Strict):
-    scaleDownGracePeriodSeconds: float = Field(60, ge=0, description="Seconds of zero load before the last instance stops")
+    scaleDownGracePeriodSeconds: float = Field(
+        60, ge=0, description="Seconds of zero load before the last instance stops"
+    )
 
 
 class ScaleDown(_Strict):
-    stabilizationWindowSeconds: float = Field(1, ge=0, description="Scale down to the highest desired count seen over this window")
+    stabilizationWindowSeconds: float = Field(
+        1, ge=0, description="Scale down to the highest desired count seen over this window"
+    )
     maxStepPerTick: int | None = Field(None, ge=1, description="Most instances removed per autoscaler tick")
 
 
@@ -154,7 +183,8 @@ class Strategies(_Strict):
         json_schema_extra={"default": 2},
     )
     target_wait_seconds: float | None = Field(
-        None, gt=0, description="Target wait (s) of the last waiting task, sized from observed run times and worker start time; "
+        None, gt=0,
+        description="Target wait (s) of the last waiting task, sized from observed run times and worker start time; "
         "instead of avg_waiting_length",
     )
 
@@ -169,7 +199,7 @@ class Strategies(_Strict):
 
 
 class Autoscaler(_Strict):
-    """Queue-depth autoscaling: desired = ceil(load / avg_waiting_length) within [min, max], or sized to target_wait_seconds."""
+    """Queue-depth autoscaling: desired = ceil(load / avg_waiting_length) within [min, max], or sized to target_wait_seconds."""  # noqa: E501 - the schema's description, as shipped
 
     min: int = Field(1, ge=0, description="Fewest instances (0 = scale to zero)")
     max: int = Field(10, ge=1, description="Most instances")
@@ -208,7 +238,8 @@ class ServiceSpec(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> ServiceSpec:
         """Cross-key rules; each message starts with the key path it is about."""
-        if self.metadata.type == "ScalableJobService" and (self.front_end is None or not (self.front_end.script or self.front_end.image)):
+        no_front_end = self.front_end is None or not (self.front_end.script or self.front_end.image)
+        if self.metadata.type == "ScalableJobService" and no_front_end:
             raise ValueError("front_end.script: required when metadata.type is ScalableJobService")
         if self.metadata.type == "ScalableJob" and self.front_end is not None:
             raise ValueError("front_end: only allowed when metadata.type is ScalableJobService")
@@ -333,9 +364,8 @@ def parse_spec(data: Any) -> ServiceSpec:
 
 
 def load_spec(path: str | Path) -> ServiceSpec:
-    """Read and validate a spec file: JSON5 with ``#`` comments (``app/core/spec_text.py``); errors name the key and its line."""
-    from app.core.spec_text import SpecTextError, line_of, loads
-
+    """Read and validate a spec file: JSON5 with ``#`` comments (``app/core/spec_text.py``); errors name the key
+    and its line."""
     try:
         text = Path(path).read_text()
         data = loads(text)
@@ -348,7 +378,8 @@ def load_spec(path: str | Path) -> ServiceSpec:
     try:
         return parse_spec(data)
     except SpecError as exc:
-        lines = [f"{path}:{n}: {m}" if (n := line_of(text, m.split(":", 1)[0])) else f"{path}: {m}" for m in str(exc).splitlines()]
+        lines = [f"{path}:{n}: {m}" if (n := line_of(text, m.split(":", 1)[0])) else f"{path}: {m}"
+                 for m in str(exc).splitlines()]
         raise SpecError("\n".join(lines)) from None
 
 

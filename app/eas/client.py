@@ -14,6 +14,7 @@ and adds :class:`AsyncQueueClient` and :func:`submit` (put, then follow the requ
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 import urllib.parse
@@ -22,6 +23,9 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, cast
 
 import httpx
+from websockets.asyncio.client import connect as connect_async
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import connect as connect_sync
 
 from app.eas.protocol import DataFrame, decode_frame, decode_list
 
@@ -49,7 +53,16 @@ def _detail(resp: httpx.Response) -> str:
 
 
 def _frames_from_json(items: list[dict[str, Any]]) -> list[DataFrame]:
-    return [DataFrame(index=int(m["index"]), tags=m.get("tags") or {}, data=base64.b64decode(m.get("data_b64") or "")) for m in items]
+    return [DataFrame(index=int(m["index"]), tags=m.get("tags") or {}, data=base64.b64decode(m.get("data_b64") or ""))
+            for m in items]
+
+
+def _server_wait(timeout: str) -> float:
+    """Seconds the server may hold a get with ``_timeout_=timeout`` (``5s``, ``500ms``), parsed as the server does."""
+    # the server's queue module (redis, settings: ~0.2 s): an SDK that never gets does not pay for it
+    from app.queue.streams import parse_timeout  # noqa: PLC0415
+
+    return parse_timeout(timeout)
 
 
 class _Base:
@@ -110,13 +123,16 @@ class _Base:
         return decode_list(resp.content)
 
     @staticmethod
-    def get_params(request_id: str | None, index: int, length: int, timeout: str, auto_delete: bool, tags: dict[str, str]) -> dict[str, str]:
-        params = {"_index_": str(index), "_length_": str(length), "_timeout_": str(timeout), "_raw_": "false", "_auto_delete_": str(auto_delete).lower()}
+    def get_params(request_id: str | None, index: int, length: int, timeout: str, auto_delete: bool,
+                   tags: dict[str, str]) -> dict[str, str]:
+        params = {"_index_": str(index), "_length_": str(length), "_timeout_": str(timeout), "_raw_": "false",
+                  "_auto_delete_": str(auto_delete).lower()}
         if request_id is not None:
             params["requestId"] = request_id
         return {**params, **tags}
 
-    def watch_url(self, index: int, window: int, index_only: bool, auto_commit: bool, tags: dict[str, str] | None) -> str:
+    def watch_url(self, index: int, window: int, index_only: bool, auto_commit: bool,
+                  tags: dict[str, str] | None) -> str:
         query = {"_watch_": "true", "_index_": index, "_window_": window, "_index_only_": str(index_only).lower(),
                  "_auto_commit_": str(auto_commit).lower(), **(tags or {})}
         return f"{self.url(websocket=True)}?{urllib.parse.urlencode(query)}"
@@ -137,12 +153,9 @@ class Watcher:
         self.closed = False
 
     def run(self) -> Iterator[DataFrame]:
-        from websockets.exceptions import ConnectionClosed, InvalidStatus
-        from websockets.sync.client import connect
-
         while not self.closed:
             try:
-                with connect(self.url, additional_headers=self.headers, open_timeout=5, max_size=None) as sock:
+                with connect_sync(self.url, additional_headers=self.headers, open_timeout=5, max_size=None) as sock:
                     self.sock = sock
                     while True:
                         yield decode_frame(cast(bytes, sock.recv()))  # binary frames
@@ -173,11 +186,14 @@ class QueueClient(_Base):
             self._http = httpx.Client(timeout=self.timeout)
         return self._http
 
-    def _request(self, method: str, params: dict[str, Any], headers: dict[str, str] | None = None, body: bytes | None = None, timeout: float | None = None) -> httpx.Response:
+    def _request(self, method: str, params: dict[str, Any], headers: dict[str, str] | None = None,
+                 body: bytes | None = None, timeout: float | None = None) -> httpx.Response:
         last: Exception | None = None
         for attempt in range(self.retry_count + 1):
             try:
-                resp = self.http.request(method, self.url(), params=params, headers={**self.identity(), **(headers or {})}, content=body, timeout=timeout or self.timeout)
+                resp = self.http.request(method, self.url(), params=params,
+                                         headers={**self.identity(), **(headers or {})}, content=body,
+                                         timeout=timeout or self.timeout)
                 if resp.status_code < 500:
                     return _check(resp)
                 last = QueueError(resp.status_code, _detail(resp))
@@ -193,11 +209,10 @@ class QueueClient(_Base):
         resp = self._request("POST", dict(tags or {}), body=body)
         return resp.text, resp.headers[HEADER_REQUEST_ID]
 
-    def get(self, request_id: str | None = None, index: int = 0, length: int = 1, timeout: str = "5s", auto_delete: bool = True, tags: dict[str, str] | None = None) -> list[DataFrame]:
+    def get(self, request_id: str | None = None, index: int = 0, length: int = 1, timeout: str = "5s",
+            auto_delete: bool = True, tags: dict[str, str] | None = None) -> list[DataFrame]:
         params = self.get_params(request_id, index, length, timeout, auto_delete, tags or {})
-        from app.queue.streams import parse_timeout
-
-        return self.decode(self._request("GET", params, self.accept(), timeout=self.timeout + parse_timeout(timeout)))
+        return self.decode(self._request("GET", params, self.accept(), timeout=self.timeout + _server_wait(timeout)))
 
     def attributes(self) -> dict[str, str]:
         return self._request("GET", {"_attrs_": "true"}).json()
@@ -219,11 +234,13 @@ class QueueClient(_Base):
         indexes = index if isinstance(index, list) else [index]
         return self._request("PUT", {"_indexes_": ",".join(str(i) for i in indexes)}).content
 
-    def watch(self, index: int, window: int, index_only: bool = False, auto_commit: bool = False, tags: dict[str, str] | None = None) -> Watcher:
-        return Watcher(self.watch_url(index, window, index_only, auto_commit, tags), {**self.identity(), **self.accept()})
+    def watch(self, index: int, window: int, index_only: bool = False, auto_commit: bool = False,
+              tags: dict[str, str] | None = None) -> Watcher:
+        url = self.watch_url(index, window, index_only, auto_commit, tags)
+        return Watcher(url, {**self.identity(), **self.accept()})
 
-    def submit(self, data: bytes | str, task_type: str = "command", tags: dict[str, str] | None = None, timeout: float = 3600.0,
-               on_event: Callable[[str, str], None] | None = None) -> dict[str, Any]:
+    def submit(self, data: bytes | str, task_type: str = "command", tags: dict[str, str] | None = None,
+               timeout: float = 3600.0, on_event: Callable[[str, str], None] | None = None) -> dict[str, Any]:
         """Put a task on this (input) queue, follow its events, return its final record."""
         _, rid = self.put(data, {**(tags or {}), "taskType": task_type})
         return follow(self.base, self.token, rid, timeout, on_event)
@@ -247,7 +264,8 @@ def _sse_events(lines: Iterator[str]) -> Iterator[tuple[str, str]]:
             data.append(line[5:].removeprefix(" "))
 
 
-def follow(base: str, token: str, request_id: str, timeout: float = 3600.0, on_event: Callable[[str, str], None] | None = None) -> dict[str, Any]:
+def follow(base: str, token: str, request_id: str, timeout: float = 3600.0,
+           on_event: Callable[[str, str], None] | None = None) -> dict[str, Any]:
     """Stream a request's events (``log``, ``progress``, ``result``/``error``) and return its record."""
     headers = {"Authorization": token}
     with httpx.Client(timeout=httpx.Timeout(timeout, connect=5.0)) as http:
@@ -266,8 +284,9 @@ def follow(base: str, token: str, request_id: str, timeout: float = 3600.0, on_e
             time.sleep(0.05)
 
 
-def submit(endpoint: str, service: str, token: str, data: bytes | str, task_type: str = "command", tags: dict[str, str] | None = None,
-           timeout: float = 3600.0, on_event: Callable[[str, str], None] | None = None) -> dict[str, Any]:
+def submit(endpoint: str, service: str, token: str, data: bytes | str, task_type: str = "command",
+           tags: dict[str, str] | None = None, timeout: float = 3600.0,
+           on_event: Callable[[str, str], None] | None = None) -> dict[str, Any]:
     """Put one task on ``service`` and follow it to its result; returns the final request record."""
     q = QueueClient(endpoint, service)
     q.set_token(token)
@@ -287,15 +306,11 @@ class AsyncWatcher:
         self.closed = False
 
     async def run(self) -> AsyncIterator[DataFrame]:
-        import asyncio
-
-        from websockets.asyncio.client import connect
-        from websockets.exceptions import ConnectionClosed
-
         while not self.closed:
             try:
                 if self.sock is None:
-                    self.sock = await connect(self.url, additional_headers=self.headers, open_timeout=5, max_size=None)
+                    self.sock = await connect_async(self.url, additional_headers=self.headers, open_timeout=5,
+                                                    max_size=None)
                 yield decode_frame(await self.sock.recv())
             except (ConnectionClosed, OSError, TimeoutError):
                 if self.closed:
@@ -316,15 +331,16 @@ class AsyncQueueClient(_Base):
         super().__init__(endpoint, service_name, custom_url)
         self._http: httpx.AsyncClient | None = None
 
-    async def _request(self, method: str, params: dict[str, Any], headers: dict[str, str] | None = None, body: bytes | None = None, timeout: float | None = None) -> httpx.Response:
-        import asyncio
-
+    async def _request(self, method: str, params: dict[str, Any], headers: dict[str, str] | None = None,
+                       body: bytes | None = None, timeout: float | None = None) -> httpx.Response:
         if self._http is None:
             self._http = httpx.AsyncClient(timeout=self.timeout)
         last: Exception | None = None
         for attempt in range(self.retry_count + 1):
             try:
-                resp = await self._http.request(method, self.url(), params=params, headers={**self.identity(), **(headers or {})}, content=body, timeout=timeout or self.timeout)
+                resp = await self._http.request(method, self.url(), params=params,
+                                                headers={**self.identity(), **(headers or {})}, content=body,
+                                                timeout=timeout or self.timeout)
                 if resp.status_code < 500:
                     return _check(resp)
                 last = QueueError(resp.status_code, _detail(resp))
@@ -338,11 +354,11 @@ class AsyncQueueClient(_Base):
         resp = await self._request("POST", dict(tags or {}), body=data.encode() if isinstance(data, str) else data)
         return resp.text, resp.headers[HEADER_REQUEST_ID]
 
-    async def get(self, request_id: str | None = None, index: int = 0, length: int = 1, timeout: str = "5s", auto_delete: bool = True, tags: dict[str, str] | None = None) -> list[DataFrame]:
-        from app.queue.streams import parse_timeout
-
+    async def get(self, request_id: str | None = None, index: int = 0, length: int = 1, timeout: str = "5s",
+                  auto_delete: bool = True, tags: dict[str, str] | None = None) -> list[DataFrame]:
         params = self.get_params(request_id, index, length, timeout, auto_delete, tags or {})
-        return self.decode(await self._request("GET", params, self.accept(), timeout=self.timeout + parse_timeout(timeout)))
+        resp = await self._request("GET", params, self.accept(), timeout=self.timeout + _server_wait(timeout))
+        return self.decode(resp)
 
     async def attributes(self) -> dict[str, str]:
         return (await self._request("GET", {"_attrs_": "true"})).json()
@@ -364,8 +380,10 @@ class AsyncQueueClient(_Base):
         indexes = index if isinstance(index, list) else [index]
         return (await self._request("PUT", {"_indexes_": ",".join(str(i) for i in indexes)})).content
 
-    def watch(self, index: int, window: int, index_only: bool = False, auto_commit: bool = False, tags: dict[str, str] | None = None) -> AsyncWatcher:
-        return AsyncWatcher(self.watch_url(index, window, index_only, auto_commit, tags), {**self.identity(), **self.accept()})
+    def watch(self, index: int, window: int, index_only: bool = False, auto_commit: bool = False,
+              tags: dict[str, str] | None = None) -> AsyncWatcher:
+        url = self.watch_url(index, window, index_only, auto_commit, tags)
+        return AsyncWatcher(url, {**self.identity(), **self.accept()})
 
     async def close(self) -> None:
         if self._http is not None:

@@ -101,7 +101,8 @@ def authorize_signed(headers: Headers, spec: ServiceSpec, body: bytes) -> auth.P
         return auth.Principal(admin=True)
     if _signed_by(services.token(state_redis(), spec.name), string_to_sign, signature):
         return auth.Principal(admin=False, service=spec.name)
-    raise HTTPException(401, f"invalid signature for service {spec.name} (sign with the service's metadata.token, or send the token itself)")
+    raise HTTPException(401, f"invalid signature for service {spec.name} "
+                             "(sign with the service's metadata.token, or send the token itself)")
 
 
 def _terminal_event(request_id: str, after: str, block_ms: int) -> tuple[str, sink.Message | None]:
@@ -148,19 +149,23 @@ async def predict(request: Request, service: str) -> Response:
     try:
         timeout = queues.parse_timeout(control.get("_timeout_"), default=SYNC_TIMEOUT_S)
     except ValueError:
-        raise HTTPException(400, f"_timeout_ must look like 5s, 500ms or 1m, got {control.get('_timeout_')!r}") from None
+        shown = control.get("_timeout_")
+        raise HTTPException(400, f"_timeout_ must look like 5s, 500ms or 1m, got {shown!r}") from None
     principal = await run_in_threadpool(authorize_signed, request.headers, spec, payload)
     tags["taskType"] = tags.get("taskType") or "query"
     if tags["taskType"] != "query" or "query" not in spec.allowed_task_types():
-        raise HTTPException(400, f"synchronous predict runs query tasks; service {spec.name} accepts {spec.allowed_task_types()}")
+        raise HTTPException(400, "synchronous predict runs query tasks; "
+                                 f"service {spec.name} accepts {spec.allowed_task_types()}")
     target = Target(spec, queues.input_queue(state_redis(), spec.name), False, principal)
     try:
         index, rid = await run_in_threadpool(_put, target, payload, tags)
     except inqueue.PutError as exc:
-        raise HTTPException(exc.status, exc.detail, headers={"Retry-After": str(exc.retry_after)} if exc.retry_after else None) from None
+        retry = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+        raise HTTPException(exc.status, exc.detail, headers=retry) from None
     headers = {HEADER_REQUEST_ID: rid, HEADER_INDEX: str(index)}
     msg = await wait_result(request, rid, timeout)
     if msg is None:
-        detail = f"no result within {timeout:g}s; the request goes on: GET /api/requests/{rid}, or get requestId={rid} on the sink"
+        detail = (f"no result within {timeout:g}s; the request goes on: GET /api/requests/{rid}, "
+                  f"or get requestId={rid} on the sink")
         return JSONResponse({"detail": detail, "request_id": rid, "index": index}, status_code=202, headers=headers)
     return answer(msg, headers)

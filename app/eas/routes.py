@@ -55,7 +55,10 @@ async def put(request: Request, service: str, is_sink: bool) -> Response:
     # to the thread pool cost more CPU than the put itself (1.6 vs 1.0 ms per put, ~500 vs ~800
     # puts/s). An AMQP publish waits for the broker's confirm, so it keeps to the pool.
     inline = endpoints().broker_is_redis
-    t = resolve(service, is_sink, authorization) if inline else await run_in_threadpool(resolve, service, is_sink, authorization)
+    if inline:
+        t = resolve(service, is_sink, authorization)
+    else:
+        t = await run_in_threadpool(resolve, service, is_sink, authorization)
     if is_sink:
         whole_queue_only(t, "writing to the output queue")  # a tenant could forge another tenant's result
     payload = await read_body(request, t.spec.metadata.max_payload_bytes)  # 413 without reading a body that is too big
@@ -101,7 +104,8 @@ def _get(t: Target, control: dict[str, str], tags: dict[str, str], as_json: bool
     try:
         timeout = long_poll(queues.parse_timeout(control.get("_timeout_"), default=0.0))
     except ValueError:
-        raise HTTPException(400, f"_timeout_ must look like 5s, 500ms or 1m, got {control.get('_timeout_')!r}") from None
+        shown = control.get("_timeout_")
+        raise HTTPException(400, f"_timeout_ must look like 5s, 500ms or 1m, got {shown!r}") from None
     request_id = tags.pop("requestId", None)
     if request_id is not None and not state_redis().exists(keys.request(request_id)):
         timeout = 0.0  # no request has this id: its result can't come, answer [] now (see long_poll)
@@ -184,15 +188,22 @@ def _routes(path: str, is_sink: bool) -> None:
     common = [{"name": n, **q} for n in ("_index_", "requestId")]
     docs: dict[str, dict[str, Any]] = {  # the EAS parameters, so the OpenAPI schema (and schemathesis) know them
         "POST": {"parameters": [{"name": n, **q} for n in ("taskType", "tenant", "_sync_", "_timeout_")],
-                 "requestBody": {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}},
-        "GET": {"parameters": common + [{"name": n, **q} for n in ("_length_", "_timeout_", "_auto_delete_", "_attrs_", "_search_")]},
+                 "requestBody": {"content": {"application/octet-stream": {
+                     "schema": {"type": "string", "format": "binary"}}}}},
+        "GET": {"parameters": common + [{"name": n, **q}
+                                        for n in ("_length_", "_timeout_", "_auto_delete_", "_attrs_", "_search_")]},
         "PUT": {"parameters": [{"name": "_indexes_", **q}]},
         "DELETE": {"parameters": [{"name": n, **q} for n in ("_indexes_", "_index_", "_trunc_")]},
     }
-    router.add_api_route(path, do_put, methods=["POST"], openapi_extra=docs["POST"], summary=f"put (EAS) on the {kind}", response_class=PlainTextResponse)
-    router.add_api_route(path, do_get, methods=["GET"], openapi_extra=docs["GET"], summary=f"get / attributes / search (EAS) on the {kind}")
-    router.add_api_route(path, do_commit, methods=["PUT"], openapi_extra=docs["PUT"], summary=f"commit (EAS) on the {kind}", response_class=PlainTextResponse)
-    router.add_api_route(path, do_delete, methods=["DELETE"], openapi_extra=docs["DELETE"], summary=f"delete / truncate (EAS) on the {kind}", response_class=PlainTextResponse)
+    text = PlainTextResponse
+    router.add_api_route(path, do_put, methods=["POST"], openapi_extra=docs["POST"],
+                         summary=f"put (EAS) on the {kind}", response_class=text)
+    router.add_api_route(path, do_get, methods=["GET"], openapi_extra=docs["GET"],
+                         summary=f"get / attributes / search (EAS) on the {kind}")
+    router.add_api_route(path, do_commit, methods=["PUT"], openapi_extra=docs["PUT"],
+                         summary=f"commit (EAS) on the {kind}", response_class=text)
+    router.add_api_route(path, do_delete, methods=["DELETE"], openapi_extra=docs["DELETE"],
+                         summary=f"delete / truncate (EAS) on the {kind}", response_class=text)
     router.add_api_websocket_route(path, do_watch)
 
 

@@ -105,7 +105,10 @@ async def _deliver(ws: WebSocket, t: Target, group: str, consumer: str, window: 
         if time.monotonic() - beat >= heartbeat_s():
             await run_in_threadpool(q.touch, group, consumer, window)
             beat = time.monotonic()
-        room = window if auto_commit or pending else window - await run_in_threadpool(q.inflight, group, consumer, window)
+        if auto_commit or pending:
+            room = window
+        else:
+            room = window - await run_in_threadpool(q.inflight, group, consumer, window)
         if room <= 0:
             await asyncio.sleep(0.02)
             continue
@@ -113,7 +116,8 @@ async def _deliver(ws: WebSocket, t: Target, group: str, consumer: str, window: 
             msgs = await run_in_threadpool(q.read_group, group, consumer, None, None, True)
             pending = False
         else:
-            msgs, cursor = await run_in_threadpool(q.next_for, group, consumer, room, BLOCK_MS, reclaim_idle_ms(), cursor)
+            msgs, cursor = await run_in_threadpool(q.next_for, group, consumer, room, BLOCK_MS, reclaim_idle_ms(),
+                                                   cursor)
         if not msgs:
             continue
         skipped = [m.index for m in msgs if not all(m.tags.get(k) == v for k, v in tags.items())]

@@ -12,6 +12,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,9 +20,10 @@ import redis
 
 from app.api import auth
 from app.core import keys
+from app.core.gpu import GpuMonitor, GpuSnapshot
 from app.core.settings import get_settings
 from app.core.specs import ServiceSpec
-from app.queue import records, services, status
+from app.queue import decisions, records, services, status
 from app.queue.workers import WorkerInfo, list_workers
 
 log = logging.getLogger("scalejob.ui")
@@ -85,7 +87,8 @@ def service_row(r: redis.Redis, name: str, spec: ServiceSpec) -> dict[str, Any]:
         "type": spec.metadata.type,
         "health": h["health"],
         "failing": _failing(h),
-        "front_end": fe and {"state": fe["state"], "restarts": fe.get("restarts", 0), "reason": (fe.get("last_failure") or {}).get("reason")},
+        "front_end": fe and {"state": fe["state"], "restarts": fe.get("restarts", 0),
+                             "reason": (fe.get("last_failure") or {}).get("reason")},
         "waiting": s["waiting"],
         "running": s["running"],
         "workers": {state: s["workers"].get(state, 0) for state in (*CONSUMING, "standby")},
@@ -140,15 +143,14 @@ def history(r: redis.Redis, service: str, now: float | None = None, seconds: flo
     raw = r.lrange(keys.decisions(service), 0, get_settings().decisions_kept - 1)
     points: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
-    from app.queue import decisions
-
     sampled = decisions.samples(r, service, since)
     for entry in reversed([json.loads(x) for x in raw]):  # oldest first
         at, last_at = float(entry.get("at", 0)), float(entry.get("last_at") or entry.get("at", 0))
         if last_at < since:
             continue
         if entry.get("actions"):
-            events.append({"t": at, "reason": entry.get("reason", ""), "rule": entry.get("rule", ""), "actions": entry["actions"]})
+            events.append({"t": at, "reason": entry.get("reason", ""), "rule": entry.get("rule", ""),
+                           "actions": entry["actions"]})
         if sampled:
             continue  # real samples below; a merged entry only knows its latest inputs
         inputs = entry.get("inputs") or {}
@@ -166,34 +168,43 @@ def history(r: redis.Redis, service: str, now: float | None = None, seconds: flo
 
 
 # --- workers and GPUs ----------------------------------------------------------------------------
-_gpu_lock = threading.Lock()
-_gpu_monitor: Any = None
-_gpu_checked = False
+class DashboardGpus:
+    """NVML's view of this host for the dashboard: the monitor is built on first use, once.
 
+    Why lazy and once: opening NVML probes the driver (slow, and it logs once when there is
+    none), so an API that never shows a worker page never opens it, and one that does keeps the
+    monitor (it remembers lost devices and the workers that were on them between samples).
+    """
 
-def _gpu_snapshot(workers: list[WorkerInfo]) -> Any:
-    """NVML's view of ``workers`` (None without a driver, or when the GPU module is absent)."""
-    global _gpu_monitor, _gpu_checked
-    with _gpu_lock:
-        if not _gpu_checked:
-            _gpu_checked = True
+    def __init__(self, build: Callable[[], GpuMonitor] = GpuMonitor.from_system) -> None:
+        self._build = build
+        self._lock = threading.Lock()
+        self._monitor: GpuMonitor | None = None
+        self._checked = False
+
+    def snapshot(self, workers: list[WorkerInfo]) -> GpuSnapshot | None:
+        """Devices joined with ``workers``; None without a driver (the page says "no GPU")."""
+        with self._lock:
+            if not self._checked:
+                self._checked = True
+                try:
+                    monitor = self._build()
+                    self._monitor = monitor if monitor.enabled else None
+                except Exception as exc:  # noqa: BLE001 - no NVML or a broken driver: the page says "no GPU"
+                    log.info("dashboard: GPU info off (%s)", exc)
+            if self._monitor is None:
+                return None
             try:
-                from app.core.gpu import GpuMonitor
-
-                monitor = GpuMonitor.from_system()
-                _gpu_monitor = monitor if monitor.enabled else None
-            except Exception as exc:  # noqa: BLE001 - no module / no NVML: the page says "no GPU"
-                log.info("dashboard: GPU info off (%s)", exc)
-        if _gpu_monitor is None:
-            return None
-        try:
-            return _gpu_monitor.snapshot(workers)
-        except Exception as exc:  # noqa: BLE001 - a driver hiccup must not break the page
-            log.warning("dashboard: NVML sample failed: %s", exc)
-            return None
+                return self._monitor.snapshot(workers)
+            except Exception as exc:  # noqa: BLE001 - a driver hiccup must not break the page
+                log.warning("dashboard: NVML sample failed: %s", exc)
+                return None
 
 
-def _gpu_view(snap: Any, w: WorkerInfo) -> list[dict[str, Any]]:
+gpus = DashboardGpus()  # the one of this process (tests swap in one over a fake NVML)
+
+
+def _gpu_view(snap: GpuSnapshot | None, w: WorkerInfo) -> list[dict[str, Any]]:
     if snap is None:
         return []
     mine = set(snap.worker_devices.get(w.name, ()))
@@ -223,7 +234,7 @@ def workers_page(r: redis.Redis, service: str, offset: int = 0, limit: int = 100
                 p.hmget(keys.request(rid), "started_at", "tenant")
             for rid, (at, owner) in zip(running_ids, p.execute(), strict=True):
                 started[rid], owners[rid] = (float(at) if at else None), (owner or b"default").decode()
-    snap = _gpu_snapshot(page)
+    snap = gpus.snapshot(page)
     rows = []
     for w in page:
         current = [{"id": rid if tenant is None or owners.get(rid) == tenant else None,
@@ -233,7 +244,8 @@ def workers_page(r: redis.Redis, service: str, offset: int = 0, limit: int = 100
             "up_s": round(now - w.started_at, 1) if w.started_at else None,
             "gpus": _gpu_view(snap, w), "gpu_env": w.gpus,
         })
-    return {"service": service, "total": len(every), "offset": offset, "limit": limit, "gpu_available": snap is not None, "workers": rows}
+    return {"service": service, "total": len(every), "offset": offset, "limit": limit,
+            "gpu_available": snap is not None, "workers": rows}
 
 
 def request_row(rec: records.Record, now: float) -> dict[str, Any]:
@@ -247,7 +259,8 @@ def request_row(rec: records.Record, now: float) -> dict[str, Any]:
     }
 
 
-def requests_page(r: redis.Redis, service: str, who: Viewer, offset: int = 0, limit: int = 50, now: float | None = None) -> dict[str, Any]:
+def requests_page(r: redis.Redis, service: str, who: Viewer, offset: int = 0, limit: int = 50,
+                  now: float | None = None) -> dict[str, Any]:
     """Most recent requests of a service, newest first; a tenant-bound token sees its tenant's only."""
     now = time.time() if now is None else now
     total = int(r.zcard(keys.requests_index(service)))

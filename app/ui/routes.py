@@ -48,7 +48,9 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Cache-Control": "no-store",
 }
-STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".png": "image/png", ".svg": "image/svg+xml", ".txt": "text/plain"}
+STATIC_TYPES = {
+    ".js": "text/javascript", ".css": "text/css", ".png": "image/png", ".svg": "image/svg+xml", ".txt": "text/plain",
+}
 
 
 def _viewer(request: Request) -> ui_data.Viewer:
@@ -70,13 +72,15 @@ def _service(request: Request, name: str) -> tuple[ui_data.Viewer, Any]:
 @router.get("/ui", include_in_schema=False)
 def page() -> Response:
     """The page shell: no data in it, so it is the same for everyone and needs no token."""
-    return Response((STATIC / "index.html").read_bytes(), media_type="text/html; charset=utf-8", headers=SECURITY_HEADERS)
+    shell = (STATIC / "index.html").read_bytes()
+    return Response(shell, media_type="text/html; charset=utf-8", headers=SECURITY_HEADERS)
 
 
 @router.get("/ui/static/{path:path}", include_in_schema=False)
 def static(path: str) -> FileResponse:
     """Files under ``app/ui/static`` only (no ``..``), with the page's CSP too."""
-    if not path.isprintable():  # a NUL (or any control character) is never a file of ours, and must not reach a log line
+    # a NUL (or any control character) is never a file of ours, and must not reach a log line
+    if not path.isprintable():
         raise HTTPException(404, "no such static file")
     target = (STATIC / path).resolve()
     if not target.is_file() or STATIC.resolve() not in target.parents or target.suffix not in STATIC_TYPES:
@@ -92,26 +96,34 @@ def session(request: Request) -> dict[str, Any]:
     return {"admin": who.admin, "services": list(who.services), "tenant": who.tenant}
 
 
-@router.get("/api/services/{name}/overview", summary="A service's spec (token masked), autoscaler config and live row")
+@router.get("/api/services/{name}/overview",
+            summary="A service's spec (token masked), autoscaler config and live row")
 def overview(name: str, request: Request) -> dict[str, Any]:
     _, spec = _service(request, name)
     return ui_data.service_detail(state_redis(), name, spec)
 
 
-@router.get("/api/services/{name}/history", summary="The autoscaler's decisions over the last hour (chart points, scale events)")
-def history(name: str, request: Request, seconds: float = Query(ui_data.HISTORY_SECONDS, gt=0, le=24 * 3600)) -> dict[str, Any]:
+@router.get("/api/services/{name}/history",
+            summary="The autoscaler's decisions over the last hour (chart points, scale events)")
+def history(
+    name: str, request: Request, seconds: float = Query(ui_data.HISTORY_SECONDS, gt=0, le=24 * 3600)
+) -> dict[str, Any]:
     _service(request, name)
     return ui_data.history(state_redis(), name, seconds=seconds)
 
 
 @router.get("/api/services/{name}/workers", summary="Live workers: state, current request and for how long, GPUs")
-def workers(name: str, request: Request, offset: int = Query(0, ge=0, le=10**9), limit: int = Query(100, ge=1, le=500)) -> dict[str, Any]:
+def workers(
+    name: str, request: Request, offset: int = Query(0, ge=0, le=10**9), limit: int = Query(100, ge=1, le=500)
+) -> dict[str, Any]:
     who, _ = _service(request, name)
     return ui_data.workers_page(state_redis(), name, offset, limit, tenant=who.tenant)
 
 
 @router.get("/api/services/{name}/requests", summary="Most recent requests, newest first (paged)")
-def requests(name: str, request: Request, offset: int = Query(0, ge=0, le=10**9), limit: int = Query(50, ge=1, le=500)) -> dict[str, Any]:
+def requests(
+    name: str, request: Request, offset: int = Query(0, ge=0, le=10**9), limit: int = Query(50, ge=1, le=500)
+) -> dict[str, Any]:
     who, _ = _service(request, name)
     return ui_data.requests_page(state_redis(), name, who, offset, limit)
 
@@ -147,9 +159,9 @@ async def _table_feed(request: Request, who: ui_data.Viewer) -> AsyncIterator[by
         await asyncio.sleep(STREAM_PERIOD_S)
 
 
-@router.get("/api/ui/stream", summary="Server-Sent Events: the services table, full once, then deltas at most once per second")
+@router.get("/api/ui/stream",
+            summary="Server-Sent Events: the services table, full once, then deltas at most once per second")
 async def stream(request: Request) -> StreamingResponse:
     who = await run_in_threadpool(_viewer, request)
-    return StreamingResponse(
-        _table_feed(request, who), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    )
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(_table_feed(request, who), media_type="text/event-stream", headers=headers)
