@@ -27,6 +27,7 @@ from redis.client import PubSub
 from app.core import keys
 from app.core.gpu import GpuSnapshot
 from app.queue import decisions as history
+from app.queue import put as inqueue
 from autoscale import durations
 from autoscale.actions import Actions, is_placeholder, with_queued
 from autoscale.backends.base import WorkerBackend, WorkerHandle
@@ -347,7 +348,7 @@ class Controller:
             on_lead: Callable[[], object] = lambda: None) -> None:
         """Tick while leader; wait as hot standby otherwise; return when ``stop`` is set."""
         pubsub = self.r.pubsub(ignore_subscribe_messages=True)
-        pubsub.subscribe(keys.enqueue_channel())
+        inqueue.listen(pubsub)
         leading = False
         try:
             while not stop.is_set():

@@ -37,6 +37,11 @@ def lua(name: str) -> Script:
     return LUA.script(name)
 
 
+def held(r: redis.Redis) -> bool:
+    """Whether some autoscaler leads now (its lock is held): ``up`` and ``cancel`` wait on it."""
+    return bool(r.exists(keys.autoscaler_lock()))
+
+
 class Fenced(RuntimeError):
     """This autoscaler's term is over: the write it tried was refused (a newer leader acts now)."""
 

@@ -11,9 +11,8 @@ from dataclasses import dataclass
 
 import redis
 
-from app.core import keys, replies
 from app.core.specs import parse_spec
-from app.queue import tenants
+from app.queue import services, tenants
 from app.queue.services import spec_hash
 from autoscale.config import from_spec
 from autoscale.policy import AutoscalerConfig
@@ -40,8 +39,7 @@ class ScalejobTargets:
 
     def __call__(self) -> list[Target]:
         out = []
-        for raw_name, raw in replies.fields(self.r.hgetall(keys.services())).items():
-            name = raw_name.decode()
+        for name, raw in services.raw_specs(self.r).items():
             cached = self._cache.get(name)
             if cached is None or cached[0] != raw:
                 spec = parse_spec(json.loads(raw))

@@ -141,3 +141,56 @@ def test_no_module_imports_itself_through_a_circle() -> None:
 def test_the_rules_catch_an_upward_import(rule: tuple[str, str]) -> None:
     """The checker itself can fail: each of these made-up imports breaks a rule."""
     assert _wrong(*rule)
+
+
+# Each Redis key family has one owner: the only module (besides app.core.keys, which names them,
+# and app.core.acl, which grants them to roles) that builds those keys. Everything else asks the owner.
+OWNERS = {
+    "app.queue.services": ("services", "service_version", "service_tokens", "service_deleting"),
+    "app.queue.streams": ("input_stream", "input_seq"),
+    "app.queue.records": ("request", "requests_index", "request_lease", "running", "stale_writes"),
+    "app.queue.output": ("sink", "sink_seq", "request_events"),
+    "app.queue.recovery": ("recovery_lock",),
+    "app.queue.workers": ("worker", "worker_tasks", "service_workers"),
+    "app.queue.decisions": ("decisions", "samples"),
+    "app.queue.run_times": ("run_times",),
+    "app.queue.health": ("service_health",),
+    "app.queue.frontends": ("frontend",),
+    "app.queue.tenants": ("service_tenants",),
+    "app.queue.put": ("enqueue_channel",),
+    "app.api.auth": ("tokens", "legacy_tokens"),
+    "autoscale.leader": ("autoscaler_lock", "autoscaler_term"),
+    "autoscale.backends.procs": ("local_workers",),
+}
+KEY_READERS = {"app.core.keys", "app.core.acl"}
+# Not Redis keys: the broker queue a service's workers consume (a contract, ``scalejob.<service>``).
+NAMES = {"celery_queue"}
+# One Lua script that must be atomic across families takes its KEYS from the module that runs it;
+# the Lua that touches each family is still the owner's (app/queue/lua/lib/). Exactly these:
+ATOMIC = {
+    # put.lua: the record, its index entry and the input-stream mirror, refused while deleting
+    "app.queue.put": {"request", "requests_index", "input_stream", "input_seq", "service_deleting"},
+    # task_begin/task_end.lua: lease, record, the worker's task set, run times, stale-write count
+    "app.queue.lifecycle": {"request", "request_lease", "running", "requests_index", "worker_tasks", "stale_writes",
+                            "run_times"},
+    # snapshot.lua: each busy worker's first task's start time, read with the registry in one trip
+    "app.queue.workers": {"request"},
+}
+
+
+def test_each_redis_key_family_is_built_by_its_owner_only() -> None:
+    owner_of = {fn: owner for owner, fns in OWNERS.items() for fn in fns}
+    bad = []
+    for name, path in sorted(MODULES.items()):
+        if name in KEY_READERS:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "keys":
+                owner = owner_of.get(node.attr)
+                if node.attr in NAMES or node.attr in ATOMIC.get(name, ()):
+                    continue
+                if owner is None:
+                    bad.append(f"{path.relative_to(ROOT)}:{node.lineno} keys.{node.attr} has no owner in OWNERS")
+                elif owner != name:
+                    bad.append(f"{path.relative_to(ROOT)}:{node.lineno} builds keys.{node.attr}, owned by {owner}")
+    assert not bad, "\n".join(bad)

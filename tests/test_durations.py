@@ -7,11 +7,11 @@ import uuid
 from types import SimpleNamespace
 
 from app.core import keys
+from app.queue import lifecycle
 from app.queue.run_times import KEPT as RUN_TIMES_KEPT
 from autoscale import durations
 from tests.conftest import Stack
 from tests.helpers import wait_for
-from workers import lifecycle
 
 
 def test_a_real_workers_finished_task_moves_the_estimate(stack: Stack) -> None:

@@ -1,4 +1,4 @@
-"""The two bookkeeping scripts of a task (workers/lifecycle.py) keep the guards of app/queue/records.py.
+"""The two bookkeeping scripts of a task (app/queue/lifecycle.py) keep the guards of app/queue/records.py.
 
 Real Redis (the Stack's DB and key prefix); the scripts are called the way ``workers.tasks.execute``
 calls them, without a Celery delivery, so each guard is checked on its own.
@@ -10,10 +10,9 @@ import time
 import uuid
 
 from app.core import keys
+from app.queue import lifecycle, records
 from app.queue import output as sink
-from app.queue import records
 from tests.conftest import Stack
-from workers import lifecycle
 
 
 def _message(service: str, rid: str) -> dict[str, object]:

@@ -12,10 +12,9 @@ import threading
 
 import redis
 
-from app.core import keys, replies
 from app.core.settings import get_settings
 from app.queue import records, recovery
-from app.queue.workers import heartbeat, register, set_state, unregister
+from app.queue.workers import heartbeat, is_registered, register, running_of, set_state, unregister
 from workers import leases
 
 log = logging.getLogger(__name__)
@@ -37,13 +36,13 @@ class Heartbeat(threading.Thread):
         send = recovery.celery_sender()
         while not self._stop_event.is_set():
             try:
-                if not registered or not self.r.exists(keys.worker(self.worker)):
+                if not registered or not is_registered(self.r, self.worker):
                     register(self.r, self.worker, self.service, self.state, self.gpus, self.spec_hash)
                     registered = True
                 # Remember the state the entry holds, so an entry lost with a Redis restart comes
                 # back as the autoscaler left it (``draining``: it no longer consumes), not as new.
                 self.state = heartbeat(self.r, self.worker) or self.state
-                running = [x.decode() for x in replies.members(self.r.smembers(keys.worker_tasks(self.worker)))]
+                running = running_of(self.r, self.worker)
                 leases.CLOCK.renewed(running, records.renew_leases(self.r, running, self.worker))
                 if recovery.try_lead(self.r, self.worker):
                     recovery.recover_once(self.r, send)

@@ -29,13 +29,13 @@ from typing import Any, TypeVar
 import redis
 from celery import Task
 
-from app.core import keys, replies
+from app.core import keys
 from app.core.celery_app import celery_app
 from app.core.connections import state_redis
 from app.core.settings import get_settings
-from app.queue import records
+from app.queue import lifecycle, records
 from app.queue import workers as registry
-from workers import lifecycle, steps
+from workers import steps
 from workers.command import CommandOutcome, OutputBudget, RateLimiter, progress_dir, run_command
 from workers.instance import Instance
 from workers.leases import CLOCK, fencing_redis
@@ -93,7 +93,7 @@ def record(r: redis.Redis, service: str, request_id: str, outcome: Outcome, hold
     worker, reg, epoch = (hold.worker, hold.registry_name, hold.epoch) if hold else ("", "", "")
 
     def write() -> tuple[bool, str]:  # the tenant of a request this delivery does not hold is read inside the retry too
-        tenant = hold.tenant if hold else replies.text(r.hget(keys.request(request_id), "tenant") or b"default")
+        tenant = hold.tenant if hold else records.tenant_of(r, request_id)
         return lifecycle.end(r, service, request_id, outcome.state, outcome.data, outcome.result, outcome.error,
                              {**outcome.tags, "tenant": tenant}, worker, reg, epoch)
 
@@ -165,7 +165,7 @@ class CommandRun:
             return FENCED
         self._read_progress_file()
         try:
-            return "cancelled" if self.fast.hget(keys.request(self.request_id), "cancel") == b"1" else None
+            return "cancelled" if records.cancel_requested(self.fast, self.request_id) else None
         except redis.RedisError:  # Redis is down: nobody can have cancelled it meanwhile
             return None
 
@@ -246,8 +246,7 @@ def _query(rt: Runtime, inst: Instance, request_id: str, payload: bytes, hold: H
         return Outcome("failed", str(exc).encode(), None, str(exc))
     r = state_redis()
     what = f"request {request_id}: cancel check"
-    cancel = until_redis_answers(lambda: r.hget(keys.request(request_id), "cancel"), what)
-    if cancel == b"1":
+    if until_redis_answers(lambda: records.cancel_requested(r, request_id), what):
         return Outcome("cancelled", b"", None, "cancelled by user")
     error = None if out.ok else f"user app answered HTTP {out.status}"
     state = "succeeded" if out.ok else "failed"
@@ -320,7 +319,7 @@ def _release(r: redis.Redis, reg: str, request_id: str, worker: str) -> str:
         with r.pipeline(transaction=False) as p:
             registry.task_finished(p, reg, request_id)
             records.release(p, request_id, worker)
-            p.hget(keys.request(request_id), "state")
+            records.read_state(p, request_id)
             return p.execute()[-1]
 
     return (until_redis_answers(cleanup, f"request {request_id}: releasing its lease") or b"unknown").decode()

@@ -16,7 +16,6 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from app.core import keys, replies
 from app.core.connections import state_redis, waiting_redis
 from app.eas.calls import authorize, unknown
 from app.queue import health, records, services
@@ -24,42 +23,6 @@ from app.queue import output as sink
 from app.queue.records import RequestState
 
 router = APIRouter()
-POSITION_SCAN = 500  # stop counting earlier waiting requests after this many finished ones in a row
-
-
-def position(r: redis.Redis, rec: records.Record) -> int | None:
-    """How many earlier requests of the service still wait (FIFO estimate; None once started).
-
-    Walks back through the service's requests by queue time and stops after a run of finished
-    ones: the queue is FIFO, so requests older than a finished stretch have been taken too.
-    """
-    if rec.state != RequestState.QUEUED or rec.queued_at is None:
-        return None
-    key = keys.requests_index(rec.service)
-    ahead, finished_run, cursor = 0, 0, r.zscore(key, rec.id) or rec.queued_at  # the exact score, not the rounded time
-    while finished_run < POSITION_SCAN:
-        ids = [
-            (rid, sc)
-            for rid, sc in replies.scored(
-                r.zrevrangebyscore(key, f"({cursor}", "-inf", start=0, num=200, withscores=True)
-            )
-            if rid.decode() != rec.id
-        ]
-        if not ids:
-            break
-        with r.pipeline(transaction=False) as p:
-            for rid, _ in ids:
-                p.hget(keys.request(rid.decode()), "state")
-            states = p.execute()
-        for state in states:
-            if state == RequestState.QUEUED.encode():
-                ahead, finished_run = ahead + 1, 0
-            else:
-                finished_run += 1
-        cursor = ids[-1][1]
-    return ahead
-
-
 def load(request_id: str, authorization: str | None) -> records.Record:
     """The record, after checking the caller may see it (401 / 404 otherwise)."""
     if not authorization:
@@ -80,7 +43,7 @@ def load(request_id: str, authorization: str | None) -> records.Record:
 
 def view(r: redis.Redis, rec: records.Record) -> dict[str, Any]:
     out = rec.to_dict()
-    out["position"] = position(r, rec)
+    out["position"] = records.position(r, rec)
     if rec.state == RequestState.QUEUED:
         out["waiting_reason"] = waiting_reason(r, rec.service)
     return out
@@ -119,14 +82,7 @@ def _sse(eid: str, kind: str, data: bytes) -> bytes:
 
 
 def _next_events(request_id: str, after: str) -> list[tuple[str, sink.Message]]:
-    reply = waiting_redis().xread({keys.request_events(request_id): after}, count=500, block=1000)
-    out = []
-    for _, entries in replies.streams(reply) or []:
-        for eid, fields in entries:
-            out.append(
-                (eid.decode(), sink.Message(0, fields.get(b"data", b""), json.loads(fields.get(b"tags", b"{}"))))
-            )
-    return out
+    return sink.wait_events(waiting_redis(), request_id, after, count=500, block_ms=1000)
 
 
 async def event_stream(request: Request, request_id: str, after: str) -> AsyncIterator[bytes]:
@@ -150,9 +106,7 @@ async def event_stream(request: Request, request_id: str, after: str) -> AsyncIt
 
 
 def _next_events_nonblocking(request_id: str, after: str) -> bool:
-    return bool(
-        state_redis().xrange(keys.request_events(request_id), min=f"({after}" if after != "0-0" else "-", count=1)
-    )
+    return bool(sink.request_events(state_redis(), request_id, after, count=1))
 
 
 @router.get(

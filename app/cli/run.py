@@ -20,7 +20,6 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from app.cli.flower import FlowerAuthMissing
-from app.core import keys
 from app.core.connections import allow_embedded_start, state_redis
 from app.core.settings import get_settings
 from app.core.specs import SpecError, load_spec
@@ -28,6 +27,7 @@ from app.core.terminal import printable
 from app.queue import output as sink
 from app.queue import records
 from app.queue.workers import list_workers
+from autoscale import leader
 
 console = Console()
 
@@ -67,7 +67,7 @@ def nothing_runs(r: Any, service: str, within: float = 0.0) -> str | None:
     covers a stack that is just starting (its autoscaler takes the lock a moment after ``up``)."""
     deadline = time.monotonic() + within
     while True:
-        if r.exists(keys.autoscaler_lock()) or any(w.state != "draining" for w in list_workers(r, service)):
+        if leader.held(r) or any(w.state != "draining" for w in list_workers(r, service)):
             return None
         if time.monotonic() >= deadline:
             return f"nothing is running to take it (no autoscaler and no live worker of {service!r})"

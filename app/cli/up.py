@@ -30,14 +30,14 @@ from rich.console import Console
 
 from app.cli.flower import basic_auth
 from app.cli.frontends import FrontEnds
-from app.core import keys
 from app.core.connections import Endpoints, endpoints, redacted, state_redis
 from app.core.embedded import EmbeddedRedis, find_embedded, stop_embedded
 from app.core.private import exposure
 from app.core.settings import Settings, get_settings
 from app.core.specs import ServiceSpec, load_spec
 from app.queue import services
-from autoscale.backends.local import recorded_processes
+from autoscale import leader
+from autoscale.backends.procs import recorded_processes
 
 
 @dataclass
@@ -177,7 +177,7 @@ def _stop_redis(server: EmbeddedRedis) -> None:
 def _wait_for_autoscaler(r: Any, stack: Stack, stopping: threading.Event, timeout: float = 60.0) -> None:
     """Until the autoscaler holds its leader lock (or a child died, or Ctrl-C): ``submit`` checks it."""
     deadline = time.monotonic() + timeout
-    while (not r.exists(keys.autoscaler_lock()) and not stack.dead() and not stopping.is_set()
+    while (not leader.held(r) and not stack.dead() and not stopping.is_set()
            and time.monotonic() < deadline):
         stopping.wait(0.1)
 

@@ -110,7 +110,7 @@ def samples(service: str) -> str:
     return f"{_p()}:{service}:samples"
 
 
-# app/queue/run_times.py (written inside workers/lifecycle.py's finish script) — recent run times
+# app/queue/run_times.py (written inside app/queue/lifecycle.py's finish script) — recent run times
 def run_times(service: str) -> str:
     return f"{_p()}:{service}:run_times"  # list of run seconds of finished tasks, newest first (LPUSH + LTRIM)
 

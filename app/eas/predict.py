@@ -24,7 +24,6 @@ import base64
 import email.utils
 import hashlib
 import hmac
-import json
 import time
 from typing import Any
 
@@ -34,7 +33,6 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 
 from app.api import auth
-from app.core import keys, replies
 from app.core.connections import state_redis, waiting_redis
 from app.core.settings import get_settings
 from app.core.specs import ServiceSpec
@@ -107,13 +105,10 @@ def authorize_signed(headers: Headers, spec: ServiceSpec, body: bytes) -> auth.P
 
 def _terminal_event(request_id: str, after: str, block_ms: int) -> tuple[str, sink.Message | None]:
     """The request's result/error event after stream id ``after``, waiting up to ``block_ms``."""
-    reply = waiting_redis().xread({keys.request_events(request_id): after}, count=100, block=max(1, block_ms))
-    for _, entries in replies.streams(reply) or []:
-        for eid, fields in entries:
-            after = eid.decode()
-            tags = json.loads(fields.get(b"tags", b"{}"))
-            if tags.get("type") in ("result", "error"):
-                return after, sink.Message(0, fields.get(b"data", b""), tags)
+    for eid, msg in sink.wait_events(waiting_redis(), request_id, after, count=100, block_ms=block_ms):
+        after = eid
+        if msg.tags.get("type") in ("result", "error"):
+            return after, msg
     return after, None
 
 

@@ -16,7 +16,6 @@ from fastapi import APIRouter, HTTPException, Request, Response, WebSocket
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
-from app.core import keys
 from app.core.connections import endpoints, state_redis
 from app.eas import predict as api_predict
 from app.eas import protocol as eas_proto
@@ -107,7 +106,7 @@ def _get(t: Target, control: dict[str, str], tags: dict[str, str], as_json: bool
         shown = control.get("_timeout_")
         raise HTTPException(400, f"_timeout_ must look like 5s, 500ms or 1m, got {shown!r}") from None
     request_id = tags.pop("requestId", None)
-    if request_id is not None and not state_redis().exists(keys.request(request_id)):
+    if request_id is not None and not records.exists(state_redis(), request_id):
         timeout = 0.0  # no request has this id: its result can't come, answer [] now (see long_poll)
     msgs = t.queue.get(
         start=int_param(control, "_index_", 0),

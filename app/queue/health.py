@@ -137,6 +137,7 @@ def reset(r: redis.Redis, service: str, h: Health, spec_hash: str) -> Health:
 
 
 def forget(r: redis.Redis, service: str) -> None:
+    """Drop the service's health (``r`` may be a pipeline: services.remove deletes it with the spec)."""
     r.delete(keys.service_health(service))
 
 

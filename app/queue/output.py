@@ -21,7 +21,7 @@ from app.core import keys, replies
 from app.core.settings import get_settings
 from app.queue import scripts
 
-# One request event (lua/lib/emit.lua, which workers/lifecycle.py's task scripts include too).
+# One request event (lua/lib/emit.lua, which app/queue/lifecycle.py's task scripts include too).
 EMIT = scripts.load("emit")
 
 
@@ -41,6 +41,11 @@ def parse_entry(entry_id: bytes | str, fields: dict[bytes, bytes]) -> Message:
         data=fields.get(b"data", b""),
         tags=json.loads(fields.get(b"tags", b"{}")),
     )
+
+
+def stream_keys(service: str) -> tuple[str, str]:
+    """(stream, index counter) of the service's output queue: :func:`app.queue.streams.output_queue` reads it."""
+    return keys.sink(service), keys.sink_seq(service)
 
 
 def read(r: redis.Redis, service: str, start_index: int = 0, count: int = 100) -> list[Message]:
@@ -78,6 +83,13 @@ def emit_args(request_id: str, kind: str, data: bytes, extra_tags: dict[str, str
     tags = {"requestId": request_id, "type": kind, "ts": f"{time.time():.6f}", **(extra_tags or {})}
     s = get_settings()
     return [data, json.dumps(tags), s.record_ttl, 1 if to_sink else 0, s.sink_maxlen]
+
+
+def wait_events(r: redis.Redis, request_id: str, after: str, count: int, block_ms: int) -> list[tuple[str, Message]]:
+    """Events of one request after stream id ``after``, waiting up to ``block_ms`` for the first (XREAD BLOCK)."""
+    reply = r.xread({keys.request_events(request_id): after}, count=count, block=max(1, block_ms))
+    return [(eid.decode(), Message(0, f.get(b"data", b""), json.loads(f.get(b"tags", b"{}"))))
+            for _, entries in replies.streams(reply) or [] for eid, f in entries]
 
 
 def request_events(r: redis.Redis, request_id: str, after: str = "0-0", count: int = 500) -> list[tuple[str, Message]]:

@@ -77,7 +77,7 @@ def put(
         _undo(r, spec.name, request_id, index)
         detail = f"the broker is unavailable ({type(exc).__name__}); the task was not queued, retry later"
         raise PutError(503, detail, RETRY_AFTER_S) from None
-    r.publish(keys.enqueue_channel(), spec.name)
+    r.publish(keys.enqueue_channel(), spec.name)  # wakes the autoscaler at once (listen)
     return index, request_id
 
 
@@ -161,3 +161,7 @@ def _undo(r: redis.Redis, service: str, request_id: str, index: int) -> None:
 def _full(spec: ServiceSpec, max_waiting: int) -> PutError:
     return PutError(429, f"service {spec.name} has {max_waiting} or more waiting tasks; retry later", RETRY_AFTER_S)
 
+
+def listen(pubsub: redis.client.PubSub) -> None:
+    """Subscribe to put announcements: the autoscaler ticks at once when work arrives."""
+    pubsub.subscribe(keys.enqueue_channel())

@@ -152,6 +152,20 @@ def finish_fields(state: str, result: Any = None, error: str | None = None, now:
     return fields
 
 
+def cancel_requested(r: redis.Redis, request_id: str) -> bool:
+    """Whether a cancel was asked for (a running task checks it between output lines)."""
+    return r.hget(keys.request(request_id), "cancel") == b"1"
+
+
+def tenant_of(r: redis.Redis, request_id: str) -> str:
+    return replies.text(r.hget(keys.request(request_id), "tenant") or b"default")
+
+
+def read_state(p: redis.client.Pipeline, request_id: str) -> None:
+    """Queue a read of the record's state on ``p``: its reply comes with ``p.execute()``."""
+    p.hget(keys.request(request_id), "state")
+
+
 def request_cancel(r: redis.Redis, request_id: str) -> None:
     """Flag a request as cancelled: a worker that has not started it will skip it."""
     r.hset(keys.request(request_id), "cancel", "1")
@@ -232,3 +246,63 @@ def get(r: redis.Redis, request_id: str) -> Record | None:
 def recent(r: redis.Redis, service: str, limit: int = 50, offset: int = 0) -> list[str]:
     """Most recent request ids of a service, newest first."""
     return [replies.text(x) for x in r.zrevrange(keys.requests_index(service), offset, offset + limit - 1)]
+
+
+POSITION_SCAN = 500  # stop counting earlier waiting requests after this many finished ones in a row
+
+
+def position(r: redis.Redis, rec: Record) -> int | None:
+    """How many earlier requests of the service still wait (FIFO estimate; None once started).
+
+    Walks back through the service's requests by queue time and stops after a run of finished
+    ones: the queue is FIFO, so requests older than a finished stretch have been taken too.
+    """
+    if rec.state != RequestState.QUEUED or rec.queued_at is None:
+        return None
+    key = keys.requests_index(rec.service)
+    ahead, finished_run, cursor = 0, 0, r.zscore(key, rec.id) or rec.queued_at  # the exact score, not the rounded time
+    while finished_run < POSITION_SCAN:
+        ids = [
+            (rid, sc)
+            for rid, sc in replies.scored(
+                r.zrevrangebyscore(key, f"({cursor}", "-inf", start=0, num=200, withscores=True)
+            )
+            if rid.decode() != rec.id
+        ]
+        if not ids:
+            break
+        with r.pipeline(transaction=False) as p:
+            for rid, _ in ids:
+                p.hget(keys.request(rid.decode()), "state")
+            states = p.execute()
+        for state in states:
+            if state == RequestState.QUEUED.encode():
+                ahead, finished_run = ahead + 1, 0
+            else:
+                finished_run += 1
+        cursor = ids[-1][1]
+    return ahead
+
+
+def exists(r: redis.Redis, request_id: str) -> bool:
+    return bool(r.exists(keys.request(request_id)))
+
+
+def lease_alive(r: redis.Redis, request_id: str) -> bool:
+    """Whether some worker's lease on the request is alive (recovery leaves it alone then)."""
+    return bool(r.exists(keys.request_lease(request_id)))
+
+
+def started_and_tenant(r: redis.Redis, request_ids: list[str]) -> dict[str, tuple[float | None, str]]:
+    """(started_at, tenant) of each request, one round trip (the dashboard's workers page)."""
+    with r.pipeline(transaction=False) as p:
+        for rid in request_ids:
+            p.hmget(keys.request(rid), "started_at", "tenant")
+        rows = p.execute()
+    return {rid: ((float(at) if at else None), (owner or b"default").decode())
+            for rid, (at, owner) in zip(request_ids, rows, strict=True)}
+
+
+def count(r: redis.Redis, service: str) -> int:
+    """How many requests of the service have a record (the index the lists page through)."""
+    return int(r.zcard(keys.requests_index(service)))

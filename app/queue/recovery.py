@@ -48,7 +48,7 @@ def recover_once(r: redis.Redis, send: Send) -> list[str]:
     """Re-enqueue every running request whose lease expired; returns their ids."""
     recovered = []
     for request_id in records.running_requests(r):
-        if r.exists(keys.request_lease(request_id)):
+        if records.lease_alive(r, request_id):
             continue
         if not records.requeue_if_orphaned(r, request_id):
             continue

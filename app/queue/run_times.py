@@ -2,7 +2,7 @@
 
 One Redis list per service, newest first, capped at :data:`KEPT` seconds-values.
 ``lua/lib/record_run.lua`` is the Lua that writes it, included in the task's end script
-(``lua/task_end.lua``, run by ``workers/lifecycle.py``, which passes :data:`KEPT`; so
+(``lua/task_end.lua``, run by ``app/queue/lifecycle.py``, which passes :data:`KEPT`; so
 recording costs no round trip: the record's ``started_at`` and the finish time are both at hand
 there), and :func:`recent` reads it. Only a delivery that held the lease records, and only a
 succeeded or failed run (a cancelled one says nothing about how long tasks take).

@@ -16,7 +16,7 @@ import redis
 
 from app.core import keys, replies
 from app.core.specs import ServiceSpec, parse_spec
-from app.queue import tenants
+from app.queue import health, tenants
 from app.queue.workers import list_workers
 
 
@@ -83,6 +83,11 @@ def migrate_tokens(r: redis.Redis) -> int:
 
 def version(r: redis.Redis, name: str) -> int:
     return int(r.get(keys.service_version(name)) or 0)
+
+
+def raw_specs(r: redis.Redis) -> dict[str, bytes]:
+    """Every deployed spec as its stored JSON: the autoscaler re-parses one only when it changed."""
+    return {k.decode(): v for k, v in replies.fields(r.hgetall(keys.services())).items()}
 
 
 def all_specs(r: redis.Redis) -> dict[str, ServiceSpec]:
@@ -154,7 +159,7 @@ def remove(r: redis.Redis, name: str) -> bool:
         p.hdel(keys.services(), name)
         p.hdel(keys.service_tokens(), name)
         p.delete(keys.service_deleting(name))
-        p.delete(keys.service_health(name))  # app/queue/health.py: a new deploy of the name starts healthy
+        health.forget(p, name)  # a new deploy of the name starts healthy
         gone, *_ = p.execute()
     return bool(gone)
 

@@ -20,7 +20,7 @@ import redis
 
 from app.core import keys, replies
 from app.core.settings import get_settings
-from app.queue import scripts
+from app.queue import output, scripts
 from app.queue.output import Message, parse_entry
 
 _APPEND = scripts.load("append")  # INCR then XADD 0-<i>: lua/lib/append.lua, shared with puts and events
@@ -280,7 +280,7 @@ class StreamQueue:
 
 
 def output_queue(r: redis.Redis, service: str, waiter: redis.Redis | None = None) -> StreamQueue:
-    return StreamQueue(r, keys.sink(service), keys.sink_seq(service), f"{service}/sink", waiter)
+    return StreamQueue(r, *output.stream_keys(service), f"{service}/sink", waiter)
 
 
 def input_queue(r: redis.Redis, service: str, waiter: redis.Redis | None = None) -> StreamQueue:

@@ -31,7 +31,7 @@ from app.core.connections import endpoints
 from app.core.settings import get_settings
 from app.core.specs import ServiceSpec
 from app.queue.depth import waiting_on
-from app.queue.workers import list_workers
+from app.queue.workers import list_workers, state_of
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ class TenantWatcher(threading.Thread):
     The default queue is never touched here; the autoscaler owns it.
     """
 
-    ACTIVE = (b"idle", b"busy")
+    ACTIVE = ("idle", "busy")
 
     def __init__(
         self, r: redis.Redis, service: str, worker: str, consumed: set[str], stopping: threading.Event
@@ -149,12 +149,12 @@ class TenantWatcher(threading.Thread):
 
     def check_once(self) -> tuple[list[str], list[str]]:
         """``(added, cancelled)`` tenant queues of this pass."""
-        state = self.r.hget(keys.worker(self.worker), "state")
+        state = state_of(self.r, self.worker)
         if state is None:  # not registered yet (or expired): change nothing
             return [], []
         control = celery_app.control
         if self.stopping.is_set() or state not in self.ACTIVE:
-            gone = sorted(self.consumed) if state in (b"draining", b"standby") and not self.stopping.is_set() else []
+            gone = sorted(self.consumed) if state in ("draining", "standby") and not self.stopping.is_set() else []
             for q in gone:
                 control.cancel_consumer(q, destination=[self.worker], reply=False)
             self.consumed -= set(gone)

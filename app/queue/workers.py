@@ -155,6 +155,21 @@ def list_workers(r: redis.Redis, service: str) -> list[WorkerInfo]:
     return out
 
 
+def state_of(r: redis.Redis, name: str) -> str | None:
+    """The state a worker's entry holds, or None while it is not registered (or expired)."""
+    raw = r.hget(keys.worker(name), "state")
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
+def is_registered(r: redis.Redis, name: str) -> bool:
+    return bool(r.exists(keys.worker(name)))
+
+
+def running_of(r: redis.Redis, name: str) -> list[str]:
+    """The request ids the worker's task set holds (written by the task itself)."""
+    return [x.decode() for x in replies.members(r.smembers(keys.worker_tasks(name)))]
+
+
 def get_worker(r: redis.Redis, name: str) -> WorkerInfo | None:
     h = replies.fields(r.hgetall(keys.worker(name)))
     return _decode(name, h, replies.members(r.smembers(keys.worker_tasks(name)))) if h else None

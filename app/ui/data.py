@@ -8,7 +8,6 @@ workers shown). Nothing returned here ever contains a token.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -19,7 +18,6 @@ from typing import Any
 import redis
 
 from app.api import auth
-from app.core import keys
 from app.core.gpu import GpuMonitor, GpuSnapshot
 from app.core.settings import get_settings
 from app.core.specs import ServiceSpec
@@ -140,11 +138,10 @@ def history(r: redis.Redis, service: str, now: float | None = None, seconds: flo
     """
     now = time.time() if now is None else now
     since = now - seconds
-    raw = r.lrange(keys.decisions(service), 0, get_settings().decisions_kept - 1)
     points: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
     sampled = decisions.samples(r, service, since)
-    for entry in reversed([json.loads(x) for x in raw]):  # oldest first
+    for entry in reversed(decisions.recent(r, service, get_settings().decisions_kept)):  # oldest first
         at, last_at = float(entry.get("at", 0)), float(entry.get("last_at") or entry.get("at", 0))
         if last_at < since:
             continue
@@ -226,14 +223,9 @@ def workers_page(r: redis.Redis, service: str, offset: int = 0, limit: int = 100
     every = list_workers(r, service)
     page = every[offset : offset + limit]
     running_ids = [rid for w in page for rid in w.running]
-    started: dict[str, float | None] = {}
-    owners: dict[str, str] = {}
-    if running_ids:
-        with r.pipeline(transaction=False) as p:
-            for rid in running_ids:
-                p.hmget(keys.request(rid), "started_at", "tenant")
-            for rid, (at, owner) in zip(running_ids, p.execute(), strict=True):
-                started[rid], owners[rid] = (float(at) if at else None), (owner or b"default").decode()
+    known = records.started_and_tenant(r, running_ids) if running_ids else {}
+    started = {rid: at for rid, (at, _) in known.items()}
+    owners = {rid: owner for rid, (_, owner) in known.items()}
     snap = gpus.snapshot(page)
     rows = []
     for w in page:
@@ -263,7 +255,7 @@ def requests_page(r: redis.Redis, service: str, who: Viewer, offset: int = 0, li
                   now: float | None = None) -> dict[str, Any]:
     """Most recent requests of a service, newest first; a tenant-bound token sees its tenant's only."""
     now = time.time() if now is None else now
-    total = int(r.zcard(keys.requests_index(service)))
+    total = records.count(r, service)
     rows = []
     for rid in records.recent(r, service, limit, offset):
         rec = records.get(r, rid)

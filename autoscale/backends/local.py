@@ -31,7 +31,6 @@ holds no task (``is_busy``), so a long task that slipped in during scale-in stil
 from __future__ import annotations
 
 import builtins
-import json
 import logging
 import os
 import shlex
@@ -49,19 +48,21 @@ from pathlib import Path
 import psutil
 import redis
 
-from app.core import keys, replies
 from app.queue.health import FailedStart, failed_by_itself, log_tail, reason_from
 from autoscale.backends.base import BackendError, WorkerBackend, WorkerHandle
 from autoscale.backends.exits import ExitWatcher, OnExit
-from autoscale.backends.procs import (  # noqa: F401 - recorded_processes: app/cli/up.py imports it from here
+from autoscale.backends.procs import (
     LocalProc,
     adoptable,
     find_process,
+    forget_records,
     process,
-    recorded_processes,
+    save_record,
+    stored_records,
+    update_record,
 )
 from autoscale.backends.template import Template
-from autoscale.leader import Leadership, lua
+from autoscale.leader import Leadership
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +120,7 @@ class LocalBackend(WorkerBackend):
 
     def _adopt(self) -> list[str]:
         host, adopted, dead, now = socket.gethostname(), [], [], time.time()
-        for raw_name, raw in replies.fields(self.r.hgetall(keys.local_workers())).items():
-            name, rec = raw_name.decode(), json.loads(raw)
+        for name, rec in stored_records(self.r).items():
             if rec.get("host") != host or name in self.procs:
                 continue
             p = LocalProc(name, rec["service"], int(rec.get("pid") or 0), bool(rec.get("standby")), rec.get("log", ""),
@@ -137,7 +137,7 @@ class LocalBackend(WorkerBackend):
             self._watch(p)
             adopted.append(name)
         if dead:
-            self.r.hdel(keys.local_workers(), *dead)
+            forget_records(self.r, *dead)
         if adopted:
             log.info("adopted %d running worker(s): %s", len(adopted), ", ".join(sorted(adopted)))
         return adopted
@@ -178,7 +178,7 @@ class LocalBackend(WorkerBackend):
                                              stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
                 pid = popen.pid
         except OSError as exc:
-            self.r.hdel(keys.local_workers(), name)
+            forget_records(self.r, name)
             raise BackendError(f"{service}: cannot start worker {argv[0]!r}: {exc}") from None
         p.pid, p.popen, p.proc = pid, popen, process(pid)
         with self._lock:
@@ -275,10 +275,7 @@ class LocalBackend(WorkerBackend):
     # -- internals --------------------------------------------------------------------------
     def _write(self, name: str, value: str, what: str) -> None:
         """Record a process entry; fenced to our leader term when we have one."""
-        if self.fence is not None:
-            self.fence.write(keys.local_workers(), name, value, what)
-        else:
-            self.r.hset(keys.local_workers(), name, value)
+        save_record(self.r, name, value, self.fence, what)
 
     def _watch(self, p: LocalProc) -> None:
         """Report the exit of ``p`` (and of what it started) the moment it happens, once its pid is known."""
@@ -293,11 +290,11 @@ class LocalBackend(WorkerBackend):
         self._exits.watch(p.name, p.service, p.pid, created)
 
     def _update(self, p: LocalProc) -> None:
-        lua("hset_if_present")(keys=[keys.local_workers()], args=[p.name, p.record()], client=self.r)
+        update_record(self.r, p)
 
     def _forget(self, name: str) -> None:
         self.procs.pop(name, None)
-        self.r.hdel(keys.local_workers(), name)
+        forget_records(self.r, name)
 
     def _resolve(self, p: LocalProc) -> bool:
         """A recorded spawn without a pid (its leader died around the fork): find it by name; False once given up."""
@@ -331,7 +328,7 @@ class LocalBackend(WorkerBackend):
         for name in gone:
             del self.procs[name]
         if gone:
-            self.r.hdel(keys.local_workers(), *gone)
+            forget_records(self.r, *gone)
 
 
 def _signal(pid: int, sig: int) -> None:

@@ -12,12 +12,14 @@ import json
 import socket
 import subprocess
 from dataclasses import dataclass
+from typing import Any
 
 import psutil
 import redis
 
 from app.core import keys, replies
 from autoscale.backends.base import WorkerHandle
+from autoscale.leader import Leadership, lua
 
 
 @dataclass
@@ -60,6 +62,29 @@ class LocalProc:
             return False
 
 
+def stored_records(r: redis.Redis) -> dict[str, dict[str, Any]]:
+    """Every local worker's record in Redis (name -> pid, host, service, ...), any host's."""
+    return {raw_name.decode(): json.loads(raw) for raw_name, raw in replies.fields(r.hgetall(keys.local_workers())).items()}
+
+
+def forget_records(r: redis.Redis, *names: str) -> None:
+    if names:
+        r.hdel(keys.local_workers(), *names)
+
+
+def save_record(r: redis.Redis, name: str, record: str, fence: Leadership | None = None, what: str = "") -> None:
+    """Store a worker's record; through ``fence`` (the leader's fenced write) when one is given."""
+    if fence is not None:
+        fence.write(keys.local_workers(), name, record, what)
+    else:
+        r.hset(keys.local_workers(), name, record)
+
+
+def update_record(r: redis.Redis, p: LocalProc) -> None:
+    """Rewrite a record only while it exists: a worker forgotten meanwhile is not brought back."""
+    lua("hset_if_present")(keys=[keys.local_workers()], args=[p.name, p.record()], client=r)
+
+
 def recorded_processes(r: redis.Redis) -> list[psutil.Process]:
     """The live worker processes of this host recorded in Redis, with their descendants (user apps).
 
@@ -67,8 +92,7 @@ def recorded_processes(r: redis.Redis) -> list[psutil.Process]:
     sessions of their own, so they are neither in its process group nor, once adopted, its children.
     """
     host, out = socket.gethostname(), []
-    for raw_name, raw in replies.fields(r.hgetall(keys.local_workers())).items():
-        rec, name = json.loads(raw), raw_name.decode()
+    for name, rec in stored_records(r).items():
         pid = int(rec.get("pid") or 0)
         proc = (matching_process(pid, name) if pid else find_process(name)) if rec.get("host") == host else None
         if proc is not None:

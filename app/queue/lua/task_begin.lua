@@ -1,4 +1,4 @@
--- A task's start in one round trip (workers/lifecycle.py begin): create the record if the task
+-- A task's start in one round trip (app/queue/lifecycle.py begin): create the record if the task
 -- came straight through Celery, keep the message copy recovery needs, take the lease, mark it
 -- running, join the worker's task set.
 -- KEYS: record, lease, running hash, worker's task set, service's request index.

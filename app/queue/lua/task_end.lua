@@ -1,4 +1,4 @@
--- A task's end in one round trip (workers/lifecycle.py end): terminal state, terminal event, and
+-- A task's end in one round trip (app/queue/lifecycle.py end): terminal state, terminal event, and
 -- for the lease holder its run time, the lease release and leaving the worker's task set.
 -- KEYS: record, per-request stream, sink, sink counter, lease, running hash, worker's task set,
 -- stale-write counter, the service's run times (app/queue/run_times.py). ARGV: state, record ttl,

@@ -1,4 +1,4 @@
--- A log line of the current delivery only (workers/lifecycle.py log_line).
+-- A log line of the current delivery only (app/queue/lifecycle.py log_line).
 -- KEYS: the emit keys (lib/emit.lua), record, stale-write counter. ARGV: the emit args, epoch.
 -- Returns the sink index, nil, or -2 when the epoch is stale (refused).
 -- include: lib/stale.lua

@@ -1,4 +1,4 @@
--- A running request's progress and its progress event (workers/lifecycle.py progress).
+-- A running request's progress and its progress event (app/queue/lifecycle.py progress).
 -- KEYS: the emit keys (lib/emit.lua), record, stale-write counter. ARGV: the emit args, progress, epoch.
 -- Returns the sink index, nil, or -2 when the epoch is stale (refused).
 -- include: lib/stale.lua
