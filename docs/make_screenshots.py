@@ -17,4 +17,5 @@ ROOT = Path(__file__).resolve().parents[1]
 
 if __name__ == "__main__":
     env = {**os.environ, "SCALEJOB_SCREENSHOT_DIR": str(ROOT / "docs" / "img")}
-    sys.exit(subprocess.call([sys.executable, "-m", "pytest", "-q", "tests/test_dashboard.py", *sys.argv[1:]], cwd=ROOT, env=env))
+    argv = [sys.executable, "-m", "pytest", "-q", "tests/test_dashboard.py", *sys.argv[1:]]
+    sys.exit(subprocess.call(argv, cwd=ROOT, env=env))

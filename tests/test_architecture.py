@@ -194,3 +194,21 @@ def test_each_redis_key_family_is_built_by_its_owner_only() -> None:
                 elif owner != name:
                     bad.append(f"{path.relative_to(ROOT)}:{node.lineno} builds keys.{node.attr}, owned by {owner}")
     assert not bad, "\n".join(bad)
+
+
+MAX_MODULE_LINES, MAX_FUNCTION_LINES = 400, 60
+
+
+def test_no_module_over_400_lines_and_no_function_over_60() -> None:
+    """Small parts stay readable: a module says one thing, a function does one step (nested ones count whole)."""
+    bad = []
+    for _name, path in sorted(MODULES.items()):
+        src = path.read_text()
+        if (n := len(src.splitlines())) > MAX_MODULE_LINES:
+            bad.append(f"{path.relative_to(ROOT)}: {n} lines")
+        for node in ast.walk(ast.parse(src)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    bad.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: {length} lines")
+    assert not bad, "\n".join(bad)

@@ -9,7 +9,7 @@ from typing import Any
 
 def __getattr__(name: str) -> Any:
     if name == "app":
-        from app.api.main import app
+        from app.api.main import app  # noqa: PLC0415 - lazy on purpose: importing app.api.auth must not build the app
 
         return app
     raise AttributeError(name)

@@ -64,7 +64,8 @@ class LocalProc:
 
 def stored_records(r: redis.Redis) -> dict[str, dict[str, Any]]:
     """Every local worker's record in Redis (name -> pid, host, service, ...), any host's."""
-    return {raw_name.decode(): json.loads(raw) for raw_name, raw in replies.fields(r.hgetall(keys.local_workers())).items()}
+    stored = replies.fields(r.hgetall(keys.local_workers()))
+    return {raw_name.decode(): json.loads(raw) for raw_name, raw in stored.items()}
 
 
 def forget_records(r: redis.Redis, *names: str) -> None:
