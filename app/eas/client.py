@@ -15,11 +15,9 @@ and adds :class:`AsyncQueueClient` and :func:`submit` (put, then follow the requ
 from __future__ import annotations
 
 import asyncio
-import base64
 import time
-import urllib.parse
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from functools import partial
 from typing import Any, cast
 
 import httpx
@@ -27,121 +25,18 @@ from websockets.asyncio.client import connect as connect_async
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as connect_sync
 
-from app.eas.protocol import DataFrame, decode_frame, decode_list
-
-HEADER_UID = "X-EAS-QueueService-Redis-Uid"
-HEADER_GID = "X-EAS-QueueService-Redis-Gid"
-HEADER_REQUEST_ID = "X-Eas-Queueservice-Request-Id"
-PROTOBUF = "application/vnd.google.protobuf"
+from app.eas.protocol import DataFrame, decode_frame
+from app.eas.transport import (
+    HEADER_REQUEST_ID,
+    ClientBase,
+    QueueError,
+    backoff,
+    checked,
+    judged,
+    server_wait,
+)
 
 __all__ = ["AsyncQueueClient", "DataFrame", "QueueClient", "QueueError", "submit"]
-
-
-class QueueError(Exception):
-    """A refused call: ``code`` is the HTTP status, ``message`` the server's ``detail``."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(f"[{code}] {message}")
-        self.code, self.message = code, message
-
-
-def _detail(resp: httpx.Response) -> str:
-    try:
-        return str(resp.json().get("detail", resp.text))
-    except (ValueError, AttributeError):
-        return resp.text
-
-
-def _frames_from_json(items: list[dict[str, Any]]) -> list[DataFrame]:
-    return [DataFrame(index=int(m["index"]), tags=m.get("tags") or {}, data=base64.b64decode(m.get("data_b64") or ""))
-            for m in items]
-
-
-def _server_wait(timeout: str) -> float:
-    """Seconds the server may hold a get with ``_timeout_=timeout`` (``5s``, ``500ms``), parsed as the server does."""
-    # the server's queue module (redis, settings: ~0.2 s): an SDK that never gets does not pay for it
-    from app.queue.streams import parse_timeout  # noqa: PLC0415
-
-    return parse_timeout(timeout)
-
-
-class _Base:
-    """What the sync and async clients share: URLs, headers, parameters."""
-
-    def __init__(self, endpoint: str = "", service_name: str = "", custom_url: str = "") -> None:
-        self.endpoint, self.service_name, self.custom_url = endpoint, service_name, custom_url
-        self.token, self.uid, self.gid = "", str(uuid.uuid4()), "eas"
-        self.timeout, self.retry_count, self.format = 5.0, 3, "protobuf"
-        self.headers: dict[str, str] = {}
-
-    def set_token(self, token: str) -> None:
-        self.token = token
-
-    def set_timeout(self, timeout_ms: float) -> None:
-        """Per-request timeout in milliseconds, as in ``eas_prediction``."""
-        self.timeout = timeout_ms / 1000.0
-
-    def set_retry_count(self, count: int) -> None:
-        self.retry_count = count
-
-    def set_format(self, fmt: str) -> None:
-        """``protobuf`` (default, as EAS) or ``json``."""
-        if fmt not in ("protobuf", "json"):
-            raise ValueError("format must be 'protobuf' or 'json'")
-        self.format = fmt
-
-    def add_extra_headers(self, headers: dict[str, str]) -> None:
-        self.headers.update(headers)
-
-    def init(self, uid: str | None = None, gid: str = "eas", custom_url: str = "", path_suffix: str = "") -> None:
-        self.uid = uid or self.uid
-        self.gid = gid
-        self.custom_url = custom_url or self.custom_url
-        if path_suffix:
-            self.service_name = f"{self.service_name}/{path_suffix}"
-
-    @property
-    def base(self) -> str:
-        domain = self.endpoint if "://" in self.endpoint else f"http://{self.endpoint}"
-        return domain.rstrip("/")
-
-    def url(self, websocket: bool = False) -> str:
-        url = self.custom_url or f"{self.base}/api/predict/{self.service_name}"
-        if websocket:
-            url = url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
-        return url
-
-    def identity(self) -> dict[str, str]:
-        return {**self.headers, "Authorization": self.token, HEADER_UID: self.uid, HEADER_GID: self.gid}
-
-    def accept(self) -> dict[str, str]:
-        return {"Accept": "application/json" if self.format == "json" else PROTOBUF}
-
-    def decode(self, resp: httpx.Response) -> list[DataFrame]:
-        if resp.headers.get("content-type", "").startswith("application/json"):
-            return _frames_from_json(resp.json())
-        return decode_list(resp.content)
-
-    @staticmethod
-    def get_params(request_id: str | None, index: int, length: int, timeout: str, auto_delete: bool,
-                   tags: dict[str, str]) -> dict[str, str]:
-        params = {"_index_": str(index), "_length_": str(length), "_timeout_": str(timeout), "_raw_": "false",
-                  "_auto_delete_": str(auto_delete).lower()}
-        if request_id is not None:
-            params["requestId"] = request_id
-        return {**params, **tags}
-
-    def watch_url(self, index: int, window: int, index_only: bool, auto_commit: bool,
-                  tags: dict[str, str] | None) -> str:
-        query = {"_watch_": "true", "_index_": index, "_window_": window, "_index_only_": str(index_only).lower(),
-                 "_auto_commit_": str(auto_commit).lower(), **(tags or {})}
-        return f"{self.url(websocket=True)}?{urllib.parse.urlencode(query)}"
-
-
-def _check(resp: httpx.Response) -> httpx.Response:
-    if resp.status_code // 100 != 2:
-        raise QueueError(resp.status_code, _detail(resp))
-    return resp
 
 
 class Watcher:
@@ -173,7 +68,7 @@ class Watcher:
             self.sock.close()
 
 
-class QueueClient(_Base):
+class QueueClient(ClientBase):
     """Synchronous client of one queue (``<service>`` or ``<service>/sink``)."""
 
     def __init__(self, endpoint: str = "", service_name: str = "", custom_url: str = "") -> None:
@@ -188,19 +83,14 @@ class QueueClient(_Base):
 
     def _request(self, method: str, params: dict[str, Any], headers: dict[str, str] | None = None,
                  body: bytes | None = None, timeout: float | None = None) -> httpx.Response:
-        last: Exception | None = None
+        send = partial(self.http.request, method, self.url(), **self._send_args(params, headers, body, timeout))
+        last = QueueError(502, "no attempt made")
         for attempt in range(self.retry_count + 1):
-            try:
-                resp = self.http.request(method, self.url(), params=params,
-                                         headers={**self.identity(), **(headers or {})}, content=body,
-                                         timeout=timeout or self.timeout)
-                if resp.status_code < 500:
-                    return _check(resp)
-                last = QueueError(resp.status_code, _detail(resp))
-            except httpx.TransportError as exc:
-                last = QueueError(502, f"{self.url()}: {exc!r}")
-            time.sleep(min(0.1 * 2**attempt, 2.0))
-        assert last is not None
+            out = self._outcome(send)
+            if isinstance(out, httpx.Response):
+                return out
+            last = out
+            time.sleep(backoff(attempt))
         raise last
 
     def put(self, data: bytes | str, tags: dict[str, str] | None = None) -> tuple[str, str]:
@@ -212,7 +102,7 @@ class QueueClient(_Base):
     def get(self, request_id: str | None = None, index: int = 0, length: int = 1, timeout: str = "5s",
             auto_delete: bool = True, tags: dict[str, str] | None = None) -> list[DataFrame]:
         params = self.get_params(request_id, index, length, timeout, auto_delete, tags or {})
-        return self.decode(self._request("GET", params, self.accept(), timeout=self.timeout + _server_wait(timeout)))
+        return self.decode(self._request("GET", params, self.accept(), timeout=self.timeout + server_wait(timeout)))
 
     def attributes(self) -> dict[str, str]:
         return self._request("GET", {"_attrs_": "true"}).json()
@@ -272,13 +162,13 @@ def follow(base: str, token: str, request_id: str, timeout: float = 3600.0,
         with http.stream("GET", f"{base}/api/requests/{request_id}/events", headers=headers) as resp:
             if resp.status_code // 100 != 2:
                 resp.read()
-                _check(resp)
+                checked(resp)
             for kind, data in _sse_events(resp.iter_lines()):
                 if on_event:
                     on_event(kind, data)
         deadline = time.monotonic() + 10
         while True:  # the terminal event is emitted just after the record turns terminal
-            rec = _check(http.get(f"{base}/api/requests/{request_id}", headers=headers)).json()
+            rec = checked(http.get(f"{base}/api/requests/{request_id}", headers=headers)).json()
             if rec["state"] in ("succeeded", "failed", "cancelled") or time.monotonic() > deadline:
                 return rec
             time.sleep(0.05)
@@ -324,7 +214,7 @@ class AsyncWatcher:
             await self.sock.close()
 
 
-class AsyncQueueClient(_Base):
+class AsyncQueueClient(ClientBase):
     """The same calls as :class:`QueueClient`, as coroutines (httpx.AsyncClient, websockets)."""
 
     def __init__(self, endpoint: str = "", service_name: str = "", custom_url: str = "") -> None:
@@ -335,19 +225,17 @@ class AsyncQueueClient(_Base):
                        body: bytes | None = None, timeout: float | None = None) -> httpx.Response:
         if self._http is None:
             self._http = httpx.AsyncClient(timeout=self.timeout)
-        last: Exception | None = None
+        args = self._send_args(params, headers, body, timeout)
+        last = QueueError(502, "no attempt made")
         for attempt in range(self.retry_count + 1):
             try:
-                resp = await self._http.request(method, self.url(), params=params,
-                                                headers={**self.identity(), **(headers or {})}, content=body,
-                                                timeout=timeout or self.timeout)
-                if resp.status_code < 500:
-                    return _check(resp)
-                last = QueueError(resp.status_code, _detail(resp))
+                out = judged(await self._http.request(method, self.url(), **args))
             except httpx.TransportError as exc:
-                last = QueueError(502, f"{self.url()}: {exc!r}")
-            await asyncio.sleep(min(0.1 * 2**attempt, 2.0))
-        assert last is not None
+                out = QueueError(502, f"{self.url()}: {exc!r}")
+            if isinstance(out, httpx.Response):
+                return out
+            last = out
+            await asyncio.sleep(backoff(attempt))
         raise last
 
     async def put(self, data: bytes | str, tags: dict[str, str] | None = None) -> tuple[str, str]:
@@ -357,7 +245,7 @@ class AsyncQueueClient(_Base):
     async def get(self, request_id: str | None = None, index: int = 0, length: int = 1, timeout: str = "5s",
                   auto_delete: bool = True, tags: dict[str, str] | None = None) -> list[DataFrame]:
         params = self.get_params(request_id, index, length, timeout, auto_delete, tags or {})
-        resp = await self._request("GET", params, self.accept(), timeout=self.timeout + _server_wait(timeout))
+        resp = await self._request("GET", params, self.accept(), timeout=self.timeout + server_wait(timeout))
         return self.decode(resp)
 
     async def attributes(self) -> dict[str, str]:

@@ -20,7 +20,7 @@ from typing import Any
 import psutil
 import pytest
 
-from app.eas.client import HEADER_REQUEST_ID
+from app.eas.transport import HEADER_REQUEST_ID
 from tests.apiserver import ApiServer
 from tests.autoscaling import Autoscalers, autoscaled_spec
 from tests.conftest import Stack
