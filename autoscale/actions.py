@@ -31,7 +31,8 @@ from dataclasses import dataclass, field, replace
 
 from autoscale.backends.base import BackendError, WorkerHandle
 from autoscale.leader import Fenced
-from autoscale.metrics.registry import GpuHolder, Workers, merge
+from autoscale.metrics.base import Workers
+from autoscale.metrics.registry import GpuHolder, merge
 
 log = logging.getLogger(__name__)
 

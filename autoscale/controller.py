@@ -33,9 +33,8 @@ from autoscale.actions import Actions, is_placeholder, with_queued
 from autoscale.backends.base import WorkerBackend, WorkerHandle
 from autoscale.crashloop import CrashLoops
 from autoscale.leader import Fenced, Leadership
-from autoscale.metrics.base import GpuSource, QueueDepth, WorkerObserver
+from autoscale.metrics.base import GpuSource, QueueDepth, WorkerObserver, Workers
 from autoscale.metrics.gpu import with_gpu
-from autoscale.metrics.registry import Workers
 from autoscale.policy import CONSUMING, Decision, Observation, PolicyState, WorkerView, decide, fresh_state
 from autoscale.rolling import Rollout, outdated
 from autoscale.scalein import Control

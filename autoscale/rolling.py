@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from autoscale.metrics.registry import Workers
+from autoscale.metrics.base import Workers
 
 ROLLABLE = ("idle", "busy")
 

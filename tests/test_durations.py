@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 from app.core import keys
 from app.queue import lifecycle
+from app.queue.messages import TaskMessage
 from app.queue.run_times import KEPT as RUN_TIMES_KEPT
 from autoscale import durations
 from tests.conftest import Stack
@@ -32,11 +33,11 @@ def test_only_the_lease_holders_succeeded_or_failed_run_counts_and_the_list_is_c
     service, r = stack.service_name(), stack.r
     for i in range(RUN_TIMES_KEPT + 5):
         rid = uuid.uuid4().hex
-        lifecycle.begin(r, rid, service, "command", "w1", "w1", {"kwargs": {}}, time.time() - 2)
+        lifecycle.begin(r, rid, service, "command", "w1", "w1", TaskMessage("scalejob.command", {}, "q"), time.time() - 2)
         state = "cancelled" if i == 0 else "succeeded"
         lifecycle.end(r, service, rid, state, b"", None, None, {}, "w1", "w1")
     rid = uuid.uuid4().hex  # a finish by someone who does not hold the lease records nothing
-    lifecycle.begin(r, rid, service, "command", "w1", "w1", {"kwargs": {}}, time.time() - 2)
+    lifecycle.begin(r, rid, service, "command", "w1", "w1", TaskMessage("scalejob.command", {}, "q"), time.time() - 2)
     lifecycle.end(r, service, rid, "failed", b"", None, "x", {})
     assert r.llen(keys.run_times(service)) == RUN_TIMES_KEPT
     est = durations.run_times(r, service)
@@ -66,7 +67,7 @@ def test_the_controller_plans_a_wait_target_with_the_recorded_run_times(stack: S
         assert "target wait 30 s: no run times yet" in entry["reason"]
         for _ in range(3):
             rid = uuid.uuid4().hex
-            lifecycle.begin(stack.r, rid, spec.name, "command", "w1", "w1", {"kwargs": {}}, time.time() - 4)
+            lifecycle.begin(stack.r, rid, spec.name, "command", "w1", "w1", TaskMessage("scalejob.command", {}, "q"), time.time() - 4)
             lifecycle.end(stack.r, spec.name, rid, "succeeded", b"", None, None, {}, "w1", "w1")
         [entry] = [e for e in scaler.controller.tick() if e["service"] == spec.name]
         assert "run time ~4" in entry["reason"] and "(3 seen)" in entry["reason"], entry["reason"]

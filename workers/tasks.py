@@ -35,6 +35,7 @@ from app.core.connections import state_redis
 from app.core.settings import get_settings
 from app.queue import lifecycle, records
 from app.queue import workers as registry
+from app.queue.messages import TaskMessage
 from workers import steps
 from workers.command import CommandOutcome, OutputBudget, RateLimiter, progress_dir, run_command
 from workers.instance import Instance
@@ -265,8 +266,8 @@ def execute(task: Task, kind: str, service: str, payload: str | None, payload_b6
         return "refused"
     worker = task.request.hostname or "unknown"
     reg = rt.registry_name(service, worker)
-    message = {"task": f"scalejob.{kind}", "queue": keys.celery_queue(service),
-               "kwargs": {"service": service, "payload": payload, "payload_b64": payload_b64, "request_id": request_id}}
+    kwargs = {"service": service, "payload": payload, "payload_b64": payload_b64, "request_id": request_id}
+    message = TaskMessage(f"scalejob.{kind}", kwargs, keys.celery_queue(service))  # as delivered: recovery re-sends it
     begun = until_redis_answers(
         lambda: lifecycle.begin(r, request_id, service, kind, worker, reg, message, time.time()),
         f"request {request_id}: taking its lease",

@@ -15,7 +15,6 @@ lease is alive, and a terminal record never moves back.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +25,7 @@ from app.core import keys
 from app.core.settings import get_settings
 from app.queue import output as sink
 from app.queue import records, run_times, scripts
+from app.queue.messages import TaskMessage
 from app.queue.records import RequestState
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def begin(
     kind: str,
     worker: str,
     registry_name: str,
-    message: dict[str, Any],
+    message: TaskMessage,
     now: float,
 ) -> Begun:
     """Start a delivery of ``request_id`` on ``worker`` (one round trip; two for a Celery task without a record)."""
@@ -83,7 +83,7 @@ def begin(
     ]
     out = BEGIN(keys=ks, args=[*head, "", *fields], client=r)
     if out[0] == 2:  # sent straight through Celery: keep what recovery needs to enqueue it again
-        out = BEGIN(keys=ks, args=[*head, json.dumps(message), *fields], client=r)
+        out = BEGIN(keys=ks, args=[*head, message.to_json(), *fields], client=r)
     status = int(out[0])
     if status == records.DUPLICATE:
         return Begun(status, holder=_s(out[1]))

@@ -13,33 +13,15 @@ Both merge in the backend's handles: a process that was spawned but is not regis
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import redis
 
 from app.queue import workers as registry
 from autoscale.backends.base import WorkerHandle
+from autoscale.metrics.base import Workers
 from autoscale.policy import WorkerView
-
-
-@dataclass(frozen=True)
-class Workers:
-    """One service's workers at one tick."""
-
-    running: int  # running tasks
-    views: tuple[WorkerView, ...]
-    busy: frozenset[str] = frozenset()  # names of workers that hold at least one task
-    seen: frozenset[str] = frozenset()  # names the registry / inspect reported (the rest: backend only)
-    infos: tuple = ()  # registry entries (WorkerInfo), for GPU mapping; empty for plain Celery
-    complete: bool = True  # False when a worker did not answer: its tasks are missing from ``running``
-    hashes: Mapping[str, str] = field(default_factory=dict)  # name -> spec hash it started with (autoscale/rolling.py)
-
-    def by_name(self) -> dict[str, WorkerView]:
-        return {v.name: v for v in self.views}
-
-    def count(self, *states: str) -> int:
-        return sum(1 for v in self.views if v.state in states)
 
 
 @dataclass(frozen=True)

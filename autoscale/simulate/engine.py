@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from app.queue.run_times import KEPT as RUN_TIMES_KEPT
-from autoscale.policy import AutoscalerConfig, Decision, Observation, WorkerView
+from autoscale.policy import Decision, Observation, WorkerView
 from autoscale.simulate.policies import Policy
 from autoscale.target_wait import summarize
 
@@ -254,11 +254,9 @@ class _Run:
         self.stop(w, now)
 
     def run(self) -> None:
-        for _ in range(getattr(self.policy, "cfg", AutoscalerConfig()).min):  # the floor is up at t=0
+        for _ in range(self.policy.cfg.min):  # the floor is up at t=0
             self.workers.append(SimWorker(f"w{next(self.names)}", 0.0, False, state="idle"))
-        reset = getattr(self.policy, "reset", None)
-        if reset is not None:
-            reset(len(self.workers))
+        self.policy.reset(len(self.workers))
         for t in self.tasks:
             self.push(t.arrival, "arrive", t)
         self.push(0.0, "tick")

@@ -34,12 +34,16 @@ HPA_WINDOW = 300.0  # HPA behavior.scaleDown.stabilizationWindowSeconds default 
 
 
 class Policy(Protocol):
+    cfg: AutoscalerConfig  # its min workers are up at t=0
     name: str
     period: float  # seconds between ticks
     wake_on_enqueue: bool  # an enqueue wakes the loop at once (scalejob's pub/sub)
     drains: bool  # busy victims finish their task; else they get SIGTERM + grace
 
     def decide(self, obs: Observation, now: float) -> Decision: ...
+
+    def reset(self, workers: int) -> None:
+        """Start as a controller would that adopted ``workers`` running workers."""
 
 
 @dataclass
