@@ -58,15 +58,18 @@ def count_round_trips() -> Iterator[Counter[str]]:
 def run(redis_url: str = DEFAULT_REDIS, n: int = 40, command: str = "true") -> dict:
     from app.queue.put import put
     from workers import command as command_mod
-    from workers import tasks
+    from workers import steps, tasks
     from workers.process import spawner
-
-    spawner.start(command_mod.REAPER)  # as in a `scalejob worker`: shells spawned by the spawn server
 
     with world(redis_url, "prof") as w:
         spec = w.deploy_command_service("prof")
         ids = [put(w.r, spec, "command", command.encode())[1] for _ in range(n + 1)]
-        task = SimpleNamespace(request=SimpleNamespace(id=None, hostname=f"{spec.name}@bench", get=lambda *_: None))
+        hostname = f"{spec.name}@bench"
+        # as in a `scalejob worker`: shells spawned by the spawn server its SpawnServerStep starts
+        steps.runtime_at(hostname).spawner = spawner.start(command_mod.REAPER)
+        delivery = {"routing_key": f"scalejob.{spec.name}"}  # the queue it came from: the service's own
+        task = SimpleNamespace(request=SimpleNamespace(id=None, hostname=hostname, delivery_info=delivery,
+                                                       get=lambda *_: None))
         tasks.execute(task, "command", spec.name, command, None, ids.pop())  # warm-up: imports, script cache
         with count_round_trips() as counts:
             tasks.execute(task, "command", spec.name, command, None, ids.pop())
