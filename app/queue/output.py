@@ -88,16 +88,16 @@ def emit_args(request_id: str, kind: str, data: bytes, extra_tags: dict[str, str
 def wait_events(r: redis.Redis, request_id: str, after: str, count: int, block_ms: int) -> list[tuple[str, Message]]:
     """Events of one request after stream id ``after``, waiting up to ``block_ms`` for the first (XREAD BLOCK)."""
     reply = r.xread({keys.request_events(request_id): after}, count=count, block=max(1, block_ms))
-    return [(eid.decode(), Message(0, f.get(b"data", b""), json.loads(f.get(b"tags", b"{}"))))
-            for _, entries in replies.streams(reply) or [] for eid, f in entries]
+    return [_event(eid, f) for _, entries in replies.streams(reply) or [] for eid, f in entries]
 
 
 def request_events(r: redis.Redis, request_id: str, after: str = "0-0", count: int = 500) -> list[tuple[str, Message]]:
     """Events of one request after stream id ``after``: (stream id, message) pairs."""
-    out = []
-    for eid, f in replies.entries(
-        r.xrange(keys.request_events(request_id), min=f"({after}" if after != "0-0" else "-", count=count)
-    ):
-        msg = Message(index=0, data=f.get(b"data", b""), tags=json.loads(f.get(b"tags", b"{}")))
-        out.append((eid.decode(), msg))
-    return out
+    start = f"({after}" if after != "0-0" else "-"
+    entries = replies.entries(r.xrange(keys.request_events(request_id), min=start, count=count))
+    return [_event(eid, f) for eid, f in entries]
+
+
+def _event(eid: bytes, fields: dict[bytes, bytes]) -> tuple[str, Message]:
+    """(stream id, message) of one per-request event: it has no output-queue index."""
+    return eid.decode(), Message(0, fields.get(b"data", b""), json.loads(fields.get(b"tags", b"{}")))
