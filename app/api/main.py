@@ -29,7 +29,7 @@ from app.core.connections import state_redis
 from app.core.specs import ServiceSpec, SpecError, parse_spec
 from app.eas import calls
 from app.eas import routes as api_queue
-from app.queue import depth, records, services, status
+from app.queue import depth, health, records, services, status
 from app.queue.workers import list_workers
 from app.ui import routes as ui
 
@@ -140,7 +140,7 @@ def metrics(request: Request) -> Response:
             counts[w.state] = counts.get(w.state, 0) + 1
         for state in ("starting", "idle", "busy", "draining", "standby"):
             WORKERS.labels(name, state).set(counts.get(state, 0))
-        FAILED_STARTS.labels(name).set(status.service_health(r, name)["failures"])
+        FAILED_STARTS.labels(name).set(health.view(r, name)["failures"])
     return Response(generate_latest(METRICS), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -166,7 +166,7 @@ def get_service(name: str, request: Request) -> dict[str, Any]:
 def _service_view(r: redis.Redis, name: str, spec: ServiceSpec) -> dict[str, Any]:
     """A service as the admin routes show it: its spec (token masked), live stats and health."""
     return {"name": name, "spec": services.public(r, spec), "stats": status.service_stats(r, name),
-            **status.service_health(r, name)}
+            **status.service_health(r, spec)}
 
 
 MAX_SPEC_BYTES = 1024 * 1024  # a spec is a few KB; refuse more without reading it

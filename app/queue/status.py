@@ -13,6 +13,7 @@ from typing import Any
 
 import redis
 
+from app.core.specs import ServiceSpec
 from app.queue import decisions as history
 from app.queue import depth, frontends, health, services, tenants
 from app.queue import workers as registry
@@ -49,11 +50,11 @@ def status_data(r: redis.Redis, now: float | None = None) -> dict[str, Any]:
         newest = history.recent(r, name, 1)
         last = newest[0] if newest else None
         desired, when, reason = _decision(last, now)
-        h = health.view(r, name, now)
+        h = service_health(r, specs[name], now)
         failing = ""
         if h["health"] != health.OK and h["last_failure"]:
             failing = f"{h['last_failure']['reason']} ({h['failures']} failed starts, next in {h['backoff_left']:.0f}s)"
-        fe = frontends.view(r, specs[name])
+        fe = h["front_end"]
         if fe and fe["state"] == "backoff" and fe.get("last_failure"):
             failing = "; ".join(
                 x
@@ -72,10 +73,7 @@ def status_data(r: redis.Redis, now: float | None = None) -> dict[str, Any]:
                 "reason": reason,
                 "health": h["health"],
                 "failing": failing,
-                "failures": h["failures"],
-                "backoff_left": h["backoff_left"],
-                "last_failure": h["last_failure"],
-                "front_end": fe,
+                **h,  # failures, backoff_left, last_failure, front_end
             }
         )
         current = services.spec_hash(specs[name])
@@ -115,14 +113,11 @@ def service_stats(r: redis.Redis, name: str) -> dict[str, Any]:
     }
 
 
-def service_health(r: redis.Redis, name: str) -> dict[str, Any]:
+def service_health(r: redis.Redis, spec: ServiceSpec, now: float | None = None) -> dict[str, Any]:
     """``health`` (ok | crash_loop_backoff), ``failures``, ``backoff_left``, ``last_failure``
-    (app/queue/health.py) and ``front_end`` (app/queue/frontends.py)."""
-    h = health.view(r, name)
-    try:
-        fe = frontends.view(r, services.get(r, name))
-    except services.UnknownService:
-        fe = None
+    (app/queue/health.py) and ``front_end`` (app/queue/frontends.py) of a deployed spec."""
+    h = health.view(r, spec.name, now)
+    fe = frontends.view(r, spec)
     return {
         "health": h["health"],
         "failures": h["failures"],

@@ -78,7 +78,7 @@ def service_row(r: redis.Redis, name: str, spec: ServiceSpec) -> dict[str, Any]:
     """One line of the live services table."""
     s = status.service_stats(r, name)
     last = s["last_decision"] or {}
-    h = status.service_health(r, name)
+    h = status.service_health(r, spec)
     fe = h["front_end"]
     return {
         "name": name,
